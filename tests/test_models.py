@@ -1,0 +1,248 @@
+"""The ViT model: shapes, exact parameter counts, layouts, dtypes, randomness, errors."""
+
+import itertools
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vit_jax.models import (NAMED_VARIANTS, count_params, get_model, scan_params,
+                            unscan_params, variant_kwargs)
+from vit_jax.models.vit import posemb_sincos_2d
+
+from conftest import REPO
+
+# A micro ViT that still has every code path: 2 blocks, 2 heads, 4 patches of 8x8.
+TINY = dict(width=32, depth=2, mlp_dim=64, num_heads=2, num_classes=5)
+
+
+def tiny(**kw):
+  return get_model('mu/8', **{**TINY, **kw})
+
+
+def images(n=2, size=16, seed=0):
+  return jax.random.uniform(jax.random.key(seed), (n, size, size, 3), minval=-1, maxval=1)
+
+
+def init(model, x, seed=0):
+  return model.init(jax.random.key(seed), x)['params']
+
+
+@pytest.mark.parametrize('classifier,posemb',
+                         list(itertools.product(['token', 'gap', 'map'],
+                                                ['learn', 'sincos2d', 'none'])))
+def test_output_shapes_for_every_classifier_and_posemb(classifier, posemb):
+  model = tiny(classifier=classifier, posemb=posemb)
+  x = images(size=24)  # 3x3 grid of 8x8 patches
+  params = init(model, x)
+  logits, aux = model.apply({'params': params}, x, return_blocks=True, return_attention=True)
+  tokens = 9 + (classifier == 'token')
+  assert logits.shape == (2, 5) and logits.dtype == jnp.float32
+  assert aux['pre_logits'].shape == (2, 32)
+  assert aux['blocks'].shape == (2, 2, tokens, 32)
+  assert aux['attention'].shape == (2, 2, 2, tokens, tokens)
+  np.testing.assert_allclose(aux['attention'].sum(-1), 1.0, atol=1e-5)
+  assert ('pos_embedding' in params['Transformer']) == (posemb == 'learn')
+  assert ('cls' in params) == (classifier == 'token')
+  assert ('MAPHead_0' in params) == (classifier == 'map')
+  # The head is zero-initialised: logits start at the bias (0).
+  np.testing.assert_array_equal(logits, 0.0)
+
+
+def test_aux_is_empty_of_extras_unless_requested():
+  model = tiny()
+  params = init(model, images())
+  _, aux = model.apply({'params': params}, images())
+  assert set(aux) == {'pre_logits'}
+
+
+# The reference counts of google-research/vision_transformer at 224x224, 1000 classes.
+REFERENCE_COUNTS = {'Ti/16': 5_717_416, 'S/16': 22_050_664, 'B/16': 86_567_656,
+                    'B/32': 88_224_232, 'L/16': 304_326_632, 'H/14': 632_045_800}
+
+
+@pytest.mark.parametrize('name', sorted(REFERENCE_COUNTS))
+def test_exact_parameter_counts(name):
+  assert count_params(get_model(name, num_classes=1000)) == REFERENCE_COUNTS[name]
+
+
+def test_models_cli_prints_every_named_variant():
+  out = subprocess.run([sys.executable, '-m', 'vit_jax.models', '--json', 'Ti/16', 'H/14'],
+                       cwd=REPO, capture_output=True, text=True, check=True).stdout
+  rows = [eval(line, {'null': None}) for line in out.splitlines()]  # JSON objects of ints/strs
+  assert {r['name']: r['params'] for r in rows} == {'Ti/16': 5_717_416, 'H/14': 632_045_800}
+  assert len(NAMED_VARIANTS) == 28 and {'B/16', 'L/32', 'H/14', 'Ti/16', 'G/14'} <= set(
+      NAMED_VARIANTS)
+
+
+def test_representation_layer_and_head_bias():
+  model = tiny(representation_size=16, head_bias_init=-3.0)
+  params = init(model, images())
+  assert params['pre_logits']['kernel'].shape == (32, 16)
+  logits, aux = model.apply({'params': params}, images())
+  assert aux['pre_logits'].shape == (2, 16) and np.all(np.abs(aux['pre_logits']) <= 1)
+  np.testing.assert_allclose(logits, -3.0)
+
+
+def test_no_head_returns_features():
+  model = tiny(num_classes=None)
+  params = init(model, images())
+  assert 'head' not in params
+  logits, aux = model.apply({'params': params}, images())
+  np.testing.assert_array_equal(logits, aux['pre_logits'])
+
+
+def random_head(params, seed=1):
+  """The head is zero at init; give it weights so logits depend on the whole network."""
+  k = params['head']['kernel']
+  return {**params, 'head': {**params['head'],
+                             'kernel': jax.random.normal(jax.random.key(seed), k.shape)}}
+
+
+@pytest.mark.parametrize('classifier', ['token', 'map'])
+def test_scanned_and_per_block_layouts_give_the_same_logits(classifier):
+  per_block, scanned = tiny(classifier=classifier), tiny(classifier=classifier, scan=True)
+  x = images()
+  params = random_head(init(per_block, x))
+  as_scanned = scan_params(params)
+  assert as_scanned['Transformer']['encoderblock']['LayerNorm_0']['scale'].shape == (2, 32)
+  # The scanned model's own init has exactly this tree structure and these shapes.
+  own = init(scanned, x)
+  assert jax.tree.structure(own) == jax.tree.structure(as_scanned)
+  assert jax.tree.map(jnp.shape, own) == jax.tree.map(jnp.shape, as_scanned)
+  a, aux_a = per_block.apply({'params': params}, x, return_attention=True, return_blocks=True)
+  b, aux_b = scanned.apply({'params': as_scanned}, x, return_attention=True, return_blocks=True)
+  np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(aux_a['attention'], aux_b['attention'], atol=1e-6)
+  np.testing.assert_allclose(aux_a['blocks'], aux_b['blocks'], atol=1e-5)
+  # And back: the round trip is the identity.
+  back = unscan_params(as_scanned)
+  jax.tree.map(np.testing.assert_array_equal, back, params)
+
+
+def test_remat_gives_the_same_loss_and_gradients():
+  x = images()
+  params = random_head(init(tiny(), x))
+  def loss(model, p):
+    return jnp.sum(model.apply({'params': p}, x)[0] ** 2)
+  for remat_model, p in [(tiny(remat=True), params),
+                         (tiny(remat=True, scan=True), scan_params(params))]:
+    g_ref = jax.grad(lambda p: loss(tiny(scan=remat_model.scan), p))(p)
+    g = jax.grad(lambda p: loss(remat_model, p))(p)
+    jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-4, atol=2e-5), g, g_ref)
+
+
+def test_fused_attention_matches_explicit_weights_path():
+  model = tiny()
+  x = images()
+  params = random_head(init(model, x))
+  fused, _ = model.apply({'params': params}, x)
+  explicit, _ = model.apply({'params': params}, x, return_attention=True)
+  np.testing.assert_allclose(fused, explicit, rtol=1e-5, atol=1e-5)
+
+
+def test_bfloat16_compute_over_float32_params():
+  x = images()
+  f32 = tiny()
+  params = random_head(init(f32, x))
+  bf16 = tiny(dtype=jnp.bfloat16)
+  assert jax.tree.map(lambda a: a.dtype, init(bf16, x)) == jax.tree.map(lambda a: a.dtype, params)
+  logits, aux = bf16.apply({'params': params}, x, return_blocks=True)
+  assert logits.dtype == jnp.float32 and aux['blocks'].dtype == jnp.bfloat16
+  ref, _ = f32.apply({'params': params}, x)
+  np.testing.assert_allclose(logits, ref, rtol=0.05, atol=0.05)
+  # Gradients flow to the float32 params in float32.
+  grads = jax.grad(lambda p: bf16.apply({'params': p}, x)[0].sum())(params)
+  assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(grads))
+  # bfloat16 params too.
+  p16 = init(tiny(param_dtype=jnp.bfloat16), x)
+  assert all(a.dtype == jnp.bfloat16 for a in jax.tree.leaves(p16))
+
+
+def test_init_is_deterministic_from_the_seed():
+  model, x = tiny(), images()
+  a, b, c = init(model, x, 0), init(model, x, 0), init(model, x, 1)
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+  diffs = [not np.array_equal(u, v) for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(c))
+           if np.any(u)]  # zero-initialised leaves (head, cls, biases) stay equal
+  assert any(diffs)
+  std = float(np.std(a['Transformer']['pos_embedding']))
+  assert 0.01 < std < 0.03  # normal(0.02)
+
+
+@pytest.mark.parametrize('rates', [dict(dropout=0.3), dict(attention_dropout=0.3),
+                                   dict(stochastic_depth=0.5)])
+def test_dropout_is_active_only_in_training(rates):
+  model, x = tiny(**rates), images(n=8)
+  params = random_head(init(model, x))
+  eval_a, _ = model.apply({'params': params}, x)
+  eval_b, _ = model.apply({'params': params}, x, train=False)
+  np.testing.assert_array_equal(eval_a, eval_b)
+  np.testing.assert_allclose(eval_a, tiny().apply({'params': params}, x)[0], atol=1e-5)
+  rngs = lambda s: {'dropout': jax.random.key(s)}  # noqa: E731
+  train_a, _ = model.apply({'params': params}, x, train=True, rngs=rngs(0))
+  train_b, _ = model.apply({'params': params}, x, train=True, rngs=rngs(0))
+  train_c, _ = model.apply({'params': params}, x, train=True, rngs=rngs(1))
+  np.testing.assert_array_equal(train_a, train_b)   # same rng, same mask
+  assert not np.allclose(train_a, eval_a)
+  assert not np.allclose(train_a, train_c)
+
+
+def test_stochastic_depth_grows_linearly_and_spares_the_first_block():
+  model = get_model('mu/8', width=32, depth=3, mlp_dim=64, num_heads=2, num_classes=5,
+                    stochastic_depth=0.9)
+  x = images(n=64)
+  params = init(model, x)
+  _, aux = model.apply({'params': params}, x, train=True, return_blocks=True,
+                       rngs={'dropout': jax.random.key(0)})
+  _, ref = model.apply({'params': params}, x, return_blocks=True)
+  # Block 0 has rate 0: its output equals the deterministic one exactly.
+  np.testing.assert_allclose(aux['blocks'][0], ref['blocks'][0], atol=1e-6)
+
+
+def test_jit_compiles_and_matches_eager():
+  model, x = tiny(), images()
+  params = random_head(init(model, x))
+  fn = jax.jit(lambda p, x: model.apply({'params': p}, x)[0])
+  np.testing.assert_allclose(fn(params, x), model.apply({'params': params}, x)[0],
+                             rtol=1e-5, atol=1e-5)
+  # Any image size the patch divides (here 8x16 = 1x2 patches) works with non-learned posemb.
+  rect = tiny(posemb='sincos2d')
+  p = init(rect, jnp.zeros((1, 8, 16, 3)))
+  assert jax.jit(lambda p, x: rect.apply({'params': p}, x)[0])(p, jnp.zeros((3, 8, 16, 3))
+                                                               ).shape == (3, 5)
+
+
+def test_sincos2d_matches_its_definition():
+  pe = posemb_sincos_2d(2, 3, 8)
+  assert pe.shape == (6, 8)
+  # Row for (y=1, x=2): omega = 1/10000^(k/1), k=0,1 -> [sin(2w), cos(2w), sin(w), cos(w)].
+  omega = np.array([1.0, 1e-4])
+  expected = np.concatenate([np.sin(2 * omega), np.cos(2 * omega), np.sin(omega),
+                             np.cos(omega)])
+  np.testing.assert_allclose(pe[5], expected, rtol=1e-6)
+
+
+def test_clear_errors():
+  with pytest.raises(ValueError, match=r'image size 20x20 is not divisible by patch size 8'):
+    tiny().init(jax.random.key(0), jnp.zeros((1, 20, 20, 3)))
+  with pytest.raises(ValueError, match=r"unknown ViT variant 'X/16'.*Ti, S, B, L, H, g, G.*B/16"):
+    get_model('X/16')
+  with pytest.raises(ValueError, match='unknown ViT variant'):
+    variant_kwargs('B16')
+  with pytest.raises(ValueError, match=r"classifier='cls'; expected one of"):
+    tiny(classifier='cls').init(jax.random.key(0), images())
+  with pytest.raises(ValueError, match=r"posemb='learned'; expected one of"):
+    tiny(posemb='learned').init(jax.random.key(0), images())
+  with pytest.raises(ValueError, match=r"unknown VisionTransformer field\(s\) \['heads'\]"):
+    get_model('B/16', heads=4)
+
+
+def test_readme_model_table_is_the_registry_output():
+  from vit_jax.models.__main__ import format_markdown, model_table
+  readme = (REPO / 'README.md').read_text()
+  table = readme.split('<!-- model-table:start -->\n')[1].split('\n<!-- model-table:end -->')[0]
+  assert table == format_markdown(model_table()), 'regenerate with ./launch.sh models'

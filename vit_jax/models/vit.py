@@ -1,0 +1,314 @@
+"""The Vision Transformer (Dosovitskiy et al., ICLR 2021) in Flax Linen.
+
+Reads top to bottom like the paper: patches -> tokens -> position embeddings ->
+pre-norm encoder blocks -> pooled representation -> head. Parameter names follow the
+published vit_jax checkpoints (`embedding`, `cls`, `Transformer/posembed_input`,
+`Transformer/encoderblock_N/{LayerNorm_0, MultiHeadDotProductAttention_1, LayerNorm_2,
+MlpBlock_3}`, `Transformer/encoder_norm`, `pre_logits`, `head`), so those load as-is.
+With `scan=True` the blocks live under `Transformer/encoderblock` with a leading depth
+axis (the big_vision layout); `scan_params` / `unscan_params` convert between the two.
+
+Shapes in comments: B batch, H x W image, P patch, N = HW/P^2 patches, T tokens,
+D width, K heads, Dh = D/K.
+"""
+
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Dtype = Any
+CLASSIFIERS = ('token', 'gap', 'map')
+POSEMBS = ('learn', 'sincos2d', 'none')
+
+
+def posemb_sincos_2d(h: int, w: int, width: int, temperature: float = 10_000.0) -> np.ndarray:
+  """Fixed 2-D sine-cosine position embeddings, (h*w, width), rows in raster order."""
+  if width % 4:
+    raise ValueError(f'sincos2d position embeddings need width divisible by 4, got {width}.')
+  y, x = np.mgrid[:h, :w]
+  omega = 1.0 / temperature ** (np.arange(width // 4) / (width // 4 - 1 or 1))
+  y = y.reshape(-1)[:, None] * omega[None]
+  x = x.reshape(-1)[:, None] * omega[None]
+  return np.concatenate([np.sin(x), np.cos(x), np.sin(y), np.cos(y)], axis=1).astype(np.float32)
+
+
+class MlpBlock(nn.Module):
+  """Dense -> GELU -> Dense, with dropout after each Dense."""
+  mlp_dim: int
+  dropout: float = 0.0
+  approximate_gelu: bool = True
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, deterministic: bool):
+    dense = lambda n, name: nn.Dense(  # noqa: E731
+        n, dtype=self.dtype, param_dtype=self.param_dtype, name=name,
+        kernel_init=nn.initializers.xavier_uniform(),
+        bias_init=nn.initializers.normal(stddev=1e-6))
+    d = x.shape[-1]
+    x = dense(self.mlp_dim, 'Dense_0')(x)                          # (B, T, mlp_dim)
+    x = nn.gelu(x, approximate=self.approximate_gelu)
+    x = nn.Dropout(self.dropout)(x, deterministic)
+    x = dense(d, 'Dense_1')(x)                                     # (B, T, D)
+    return nn.Dropout(self.dropout)(x, deterministic)
+
+
+class MultiHeadDotProductAttention(nn.Module):
+  """Multi-head attention; kernels shaped like flax.linen.MultiHeadDotProductAttention's.
+
+  The default path is `jax.nn.dot_product_attention`, which lets a backend use its fused
+  or flash kernel. The explicit path (softmax of q.k written out) runs when the weights
+  are requested for visualisation or when attention dropout is active; both agree.
+  """
+  num_heads: int
+  dropout: float = 0.0
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x_q, x_kv=None, *, deterministic: bool, return_weights: bool = False):
+    x_kv = x_q if x_kv is None else x_kv
+    d = x_q.shape[-1]
+    if d % self.num_heads:
+      raise ValueError(f'width {d} is not divisible by num_heads {self.num_heads}.')
+    proj = lambda name: nn.DenseGeneral(  # noqa: E731
+        (self.num_heads, d // self.num_heads), dtype=self.dtype, param_dtype=self.param_dtype,
+        kernel_init=nn.initializers.xavier_uniform(), name=name)
+    q, k, v = proj('query')(x_q), proj('key')(x_kv), proj('value')(x_kv)  # (B, T, K, Dh)
+
+    use_dropout = self.dropout > 0 and not deterministic
+    if return_weights or use_dropout:
+      logits = jnp.einsum('bqkd,btkd->bkqt', q, k, preferred_element_type=jnp.float32)
+      weights = jax.nn.softmax(logits / np.sqrt(q.shape[-1]), axis=-1)  # (B, K, Tq, Tkv) f32
+      probs = nn.Dropout(self.dropout)(weights, deterministic).astype(v.dtype)
+      out = jnp.einsum('bkqt,btkd->bqkd', probs, v)                  # (B, Tq, K, Dh)
+    else:
+      weights = None
+      out = jax.nn.dot_product_attention(q, k, v)
+
+    out = nn.DenseGeneral(d, axis=(-2, -1), dtype=self.dtype, param_dtype=self.param_dtype,
+                          kernel_init=nn.initializers.xavier_uniform(), name='out')(out)
+    return out, weights
+
+
+class Encoder1DBlock(nn.Module):
+  """Pre-norm block: x + Attn(LN(x)), then x + MLP(LN(x)), each branch with drop-path."""
+  mlp_dim: int
+  num_heads: int
+  dropout: float = 0.0
+  attention_dropout: float = 0.0
+  stochastic_depth: float = 0.0  # drop-path rate of the last block; block i gets i/(depth-1) of it
+  approximate_gelu: bool = True
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  def drop_path(self, x, depth_fraction, deterministic):
+    """Stochastic depth (Huang et al. 2016): drops the whole branch per example."""
+    if deterministic or self.stochastic_depth == 0:
+      return x
+    rate = self.stochastic_depth * depth_fraction
+    keep = jax.random.bernoulli(self.make_rng('dropout'), 1.0 - rate, (x.shape[0], 1, 1))
+    return jnp.where(keep, x / jnp.asarray(1.0 - rate, x.dtype), jnp.zeros_like(x))
+
+  @nn.compact
+  def __call__(self, x, depth_fraction, deterministic: bool, return_attention: bool = False):
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    y = nn.LayerNorm(name='LayerNorm_0', **kw)(x)
+    y, weights = MultiHeadDotProductAttention(
+        self.num_heads, self.attention_dropout, name='MultiHeadDotProductAttention_1', **kw)(
+            y, deterministic=deterministic, return_weights=return_attention)
+    y = nn.Dropout(self.dropout)(y, deterministic)
+    x = x + self.drop_path(y, depth_fraction, deterministic)
+
+    y = nn.LayerNorm(name='LayerNorm_2', **kw)(x)
+    y = MlpBlock(self.mlp_dim, self.dropout, self.approximate_gelu, name='MlpBlock_3', **kw)(
+        y, deterministic)
+    x = x + self.drop_path(y, depth_fraction, deterministic)
+    return x, (x, weights)  # (carry, per-block outputs) so the same block works under nn.scan
+
+
+class Encoder(nn.Module):
+  """Position embeddings, `depth` encoder blocks, final LayerNorm."""
+  depth: int
+  mlp_dim: int
+  num_heads: int
+  posemb: str = 'learn'
+  dropout: float = 0.0
+  attention_dropout: float = 0.0
+  stochastic_depth: float = 0.0
+  approximate_gelu: bool = True
+  remat: bool = False
+  scan: bool = False
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, grid, num_prefix: int, *, deterministic: bool, return_attention: bool):
+    """x: (B, T, D) with `num_prefix` class tokens before the grid[0]*grid[1] patch tokens."""
+    _, t, d = x.shape
+    if self.posemb == 'learn':  # includes the class-token slot, as in the published checkpoints
+      x = x + self.param('pos_embedding', nn.initializers.normal(stddev=0.02), (1, t, d),
+                         self.param_dtype).astype(x.dtype)
+    elif self.posemb == 'sincos2d':  # fixed; class tokens get none
+      pe = posemb_sincos_2d(*grid, d)
+      x = x + jnp.asarray(np.pad(pe, ((num_prefix, 0), (0, 0)))[None], x.dtype)
+    x = nn.Dropout(self.dropout)(x, deterministic)
+
+    block_cls = Encoder1DBlock
+    if self.remat:  # recompute activations in the backward pass: memory for compute
+      block_cls = nn.remat(block_cls, prevent_cse=not self.scan, static_argnums=(3, 4))
+    kw = dict(mlp_dim=self.mlp_dim, num_heads=self.num_heads, dropout=self.dropout,
+              attention_dropout=self.attention_dropout, stochastic_depth=self.stochastic_depth,
+              approximate_gelu=self.approximate_gelu, dtype=self.dtype,
+              param_dtype=self.param_dtype)
+    fractions = np.arange(self.depth) / max(self.depth - 1, 1)
+    if self.scan:
+      blocks = nn.scan(block_cls, variable_axes={'params': 0}, split_rngs={'params': True,
+                       'dropout': True}, in_axes=(0, nn.broadcast, nn.broadcast),
+                       length=self.depth)(name='encoderblock', **kw)
+      x, (outs, weights) = blocks(x, jnp.asarray(fractions, jnp.float32), deterministic,
+                                  return_attention)
+    else:
+      per_block = []
+      for i in range(self.depth):
+        x, out = block_cls(name=f'encoderblock_{i}', **kw)(
+            x, float(fractions[i]), deterministic, return_attention)
+        per_block.append(out)
+      outs = jnp.stack([o for o, _ in per_block])                   # (depth, B, T, D)
+      weights = jnp.stack([w for _, w in per_block]) if return_attention else None
+    x = nn.LayerNorm(name='encoder_norm', dtype=self.dtype, param_dtype=self.param_dtype)(x)
+    return x, {'blocks': outs, 'attention': weights}
+
+
+class MAPHead(nn.Module):
+  """Multihead attention pooling (big_vision): a learned probe attends over all tokens."""
+  mlp_dim: int
+  num_heads: int
+  approximate_gelu: bool = True
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    probe = self.param('probe', nn.initializers.xavier_uniform(), (1, 1, x.shape[-1]),
+                       self.param_dtype).astype(x.dtype)
+    probe = jnp.broadcast_to(probe, (x.shape[0], 1, x.shape[-1]))
+    x, _ = MultiHeadDotProductAttention(self.num_heads, name='MultiHeadDotProductAttention_0',
+                                        **kw)(probe, x, deterministic=True)
+    y = nn.LayerNorm(name='LayerNorm_0', **kw)(x)
+    x = x + MlpBlock(self.mlp_dim, approximate_gelu=self.approximate_gelu, name='MlpBlock_0',
+                     **kw)(y, deterministic=True)
+    return x[:, 0]                                                  # (B, D)
+
+
+class VisionTransformer(nn.Module):
+  """ViT. `__call__(images, train=False) -> (logits, aux)`; images NHWC in [-1, 1].
+
+  aux always has 'pre_logits' (B, D or representation_size); with `return_blocks=True`
+  also 'blocks' (depth, B, T, D) per-block outputs, with `return_attention=True`
+  'attention' (depth, B, K, T, T) softmax weights. `num_classes=None` drops the head and
+  returns the pre-logits features as logits.
+  """
+  num_classes: Optional[int] = 1000
+  patch_size: int = 16
+  width: int = 768
+  depth: int = 12
+  mlp_dim: int = 3072
+  num_heads: int = 12
+  classifier: str = 'token'
+  posemb: str = 'learn'
+  representation_size: Optional[int] = None
+  dropout: float = 0.0
+  attention_dropout: float = 0.0
+  stochastic_depth: float = 0.0
+  head_bias_init: float = 0.0
+  approximate_gelu: bool = True   # tanh GELU, as the published JAX checkpoints were trained
+  remat: bool = False
+  scan: bool = False
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, images, *, train: bool = False, return_attention: bool = False,
+               return_blocks: bool = False):
+    if self.classifier not in CLASSIFIERS:
+      raise ValueError(f'classifier={self.classifier!r}; expected one of {CLASSIFIERS}.')
+    if self.posemb not in POSEMBS:
+      raise ValueError(f'posemb={self.posemb!r}; expected one of {POSEMBS}.')
+    b, h, w, _ = images.shape
+    p = self.patch_size
+    if h % p or w % p:
+      raise ValueError(f'image size {h}x{w} is not divisible by patch size {p}: resize the '
+                       f'images to a multiple of {p} (e.g. {h // p * p or p}) or pick a '
+                       'variant whose patch size divides it.')
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+
+    # 1. Patches -> tokens: a PxP convolution with stride P is the linear patch projection.
+    x = nn.Conv(self.width, (p, p), strides=(p, p), padding='VALID', name='embedding',
+                **kw)(images.astype(self.dtype))                    # (B, H/P, W/P, D)
+    grid = (h // p, w // p)
+    x = x.reshape(b, grid[0] * grid[1], self.width)                 # (B, N, D)
+
+    # 2. Prepend the learned class token.
+    num_prefix = 0
+    if self.classifier == 'token':
+      cls = self.param('cls', nn.initializers.zeros, (1, 1, self.width), self.param_dtype)
+      x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (b, 1, self.width)), x], 1)
+      num_prefix = 1                                                # (B, N+1, D)
+
+    # 3. Position embeddings + Transformer encoder.
+    x, aux = Encoder(
+        self.depth, self.mlp_dim, self.num_heads, self.posemb, self.dropout,
+        self.attention_dropout, self.stochastic_depth, self.approximate_gelu, self.remat,
+        self.scan, name='Transformer', **kw)(
+            x, grid, num_prefix, deterministic=not train, return_attention=return_attention)
+    aux = {k: v for k, v in aux.items()
+           if (k == 'blocks' and return_blocks) or (k == 'attention' and return_attention)}
+
+    # 4. Pool: class token output, mean of patch tokens, or attention pooling.
+    if self.classifier == 'token':
+      x = x[:, 0]
+    elif self.classifier == 'gap':
+      x = x.mean(axis=1)
+    else:
+      x = MAPHead(self.mlp_dim, self.num_heads, self.approximate_gelu, name='MAPHead_0',
+                  **kw)(x)                                          # (B, D)
+
+    # 5. Optional representation layer, then the zero-initialised linear head.
+    if self.representation_size is not None:
+      x = jnp.tanh(nn.Dense(self.representation_size, name='pre_logits', **kw)(x))
+    aux['pre_logits'] = x
+    if self.num_classes is None:
+      return x.astype(jnp.float32), aux
+    logits = nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros,
+                      bias_init=nn.initializers.constant(self.head_bias_init), name='head',
+                      **kw)(x)
+    return logits.astype(jnp.float32), aux
+
+
+def scan_params(params):
+  """Per-block layout (encoderblock_0..L-1) -> scanned layout (encoderblock, depth axis 0)."""
+  enc = dict(params['Transformer'])
+  names = sorted((k for k in enc if k.startswith('encoderblock_')), key=lambda k: int(k[13:]))
+  if not names:
+    raise ValueError('params have no Transformer/encoderblock_N entries; already scanned?')
+  blocks = [enc.pop(k) for k in names]
+  enc['encoderblock'] = jax.tree.map(lambda *xs: jnp.stack(xs), *blocks)
+  return {**params, 'Transformer': enc}
+
+
+def unscan_params(params):
+  """Scanned layout (encoderblock with depth axis 0) -> per-block layout."""
+  enc = dict(params['Transformer'])
+  if 'encoderblock' not in enc:
+    raise ValueError('params have no Transformer/encoderblock entry; already per-block?')
+  stacked = enc.pop('encoderblock')
+  depth = jax.tree.leaves(stacked)[0].shape[0]
+  for i in range(depth):
+    enc[f'encoderblock_{i}'] = jax.tree.map(lambda x, i=i: x[i], stacked)
+  return {**params, 'Transformer': enc}
