@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # vit_jax launcher: bootstraps .venv from requirements.txt, then runs a job inside it.
 #
-#   ./launch.sh                          the main job (for now: the table of named ViT variants)
+#   ./launch.sh                          the main job: a small ViT on the scikit-learn digits
 #   ./launch.sh test [PYTEST_ARGS...]    the whole test suite (what CI runs)
 #   ./launch.sh models                   the table of named ViT variants
 #   ./launch.sh configs/FILE.py[:ARGS] [--workdir=DIR] [--config.KEY=VALUE ...]
@@ -40,9 +40,10 @@ py="$venv/bin/python"
 
 case "${1:-}" in
   "")
-    exec "$py" -m vit_jax.models ;;
+    exec "$py" -m vit_jax.main --config=configs/default.py \
+      --workdir="${VIT_JAX_WORKDIR:-workdirs/default}" ;;
   test)
-    shift; exec "$py" -m pytest tests "$@" ;;
+    shift; exec "$py" -m pytest "$@" ;;
   models)
     shift; exec "$py" -m vit_jax.models "$@" ;;
   python)

@@ -1,0 +1,188 @@
+"""Training: real-data runs, checkpoint resume, sharded equality, accumulation, validation."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from configs import default as default_config
+from configs import finetune, pretrain
+from vit_jax import optim, sharding, train
+from vit_jax.validate import ConfigError, check_config
+
+from conftest import REPO, SHARED
+
+
+def tiny_mnist_config(**overrides):
+  """A micro ViT on real MNIST (../shared/tfds) at 16x16: seconds per run."""
+  c = finetune.get_config('mu/8,mnist')
+  c.dataset.update(image_size=16, data_dir=str(SHARED / 'tfds'))
+  c.model.update(width=32, depth=2, mlp_dim=64, num_heads=2)
+  c.batch_size = 32
+  c.total_steps = 40
+  c.optimizer.update(name='adamw', learning_rate=5e-3, warmup_steps=2)
+  c.log_every, c.eval_every, c.checkpoint_every = 1, 40, 20
+  c.dataset.eval_split = 'test[:256]'
+  for k, v in overrides.items():
+    target = c
+    *path, last = k.split('.')
+    for p in path:
+      target = target[p]
+    target[last] = v
+  return c
+
+
+def read_metrics(workdir, split='train'):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [r for r in map(json.loads, f) if r['split'] == split]
+
+
+def test_trains_on_real_mnist_evaluates_checkpoints_and_resumes(tmp_path):
+  workdir = str(tmp_path / 'run')
+  result = train.train_and_evaluate(tiny_mnist_config(), workdir)
+  losses = [r['loss'] for r in read_metrics(workdir)]
+  assert len(losses) == 40 and np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.3
+  assert result['eval_examples'] == 256 and result['eval_accuracy'] > 0.3  # chance is 0.1
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['20', '40']
+  assert os.listdir(os.path.join(workdir, 'tensorboard'))
+  # A second run with more steps resumes from step 40, not from scratch.
+  more = train.train_and_evaluate(tiny_mnist_config(total_steps=43), workdir)
+  steps = [r['step'] for r in read_metrics(workdir)]
+  assert steps == list(range(1, 44)) and more['step'] == 43
+
+
+def test_resumed_run_ends_with_the_same_params_as_an_uninterrupted_one(tmp_path):
+  cfg = tiny_mnist_config(total_steps=8, checkpoint_every=4, eval_every=0,
+                          **{'model.dropout': 0.1, 'dataset.train_crop': 'inception'})
+  train.train_and_evaluate(cfg, str(tmp_path / 'full'))
+  # A run killed after its step-4 save: same workdir without the later checkpoint.
+  shutil.copytree(tmp_path / 'full', tmp_path / 'cut')
+  shutil.rmtree(tmp_path / 'cut' / 'checkpoints' / '8')
+  result = train.train_and_evaluate(cfg, str(tmp_path / 'cut'))
+  assert result['step'] == 8
+  restore = lambda d: ocp.StandardCheckpointer().restore(  # noqa: E731
+      (tmp_path / d / 'checkpoints' / '8' / 'state').resolve())
+  full, cut = restore('full'), restore('cut')
+  jax.tree.map(np.testing.assert_array_equal, full['params'], cut['params'])
+  jax.tree.map(np.testing.assert_array_equal, full['opt_state'], cut['opt_state'])
+
+
+def losses_on_devices(tmp_path, n_devices, extra=()):
+  """Runs vit_jax.main in a fresh process with n simulated CPU devices; returns losses."""
+  workdir = tmp_path / f'dev{n_devices}_{"_".join(e.split("=")[0][9:] for e in extra)}'
+  cmd = [sys.executable, '-m', 'vit_jax.main', '--config=configs/finetune.py:mu/8,mnist',
+         f'--workdir={workdir}', '--config.dataset.image_size=16',
+         f'--config.dataset.data_dir={SHARED / "tfds"}', '--config.dataset.eval_split=test[:64]',
+         '--config.model.width=32', '--config.model.depth=2', '--config.model.mlp_dim=64',
+         '--config.model.num_heads=2', '--config.model.dropout=0.1', '--config.batch_size=32',
+         '--config.total_steps=6', '--config.optimizer.warmup_steps=1',
+         '--config.optimizer.learning_rate=0.1', '--config.log_every=1',
+         '--config.eval_every=0', '--config.checkpoint_every=0', *extra]
+  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={n_devices}',
+             PYTHONPATH=str(REPO))
+  proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert f'mesh: {n_devices} devices' in proc.stderr
+  return np.array([r['loss'] for r in read_metrics(workdir)])
+
+
+def test_data_parallel_and_fsdp_on_8_devices_match_1_device(tmp_path):
+  one = losses_on_devices(tmp_path, 1)
+  dp = losses_on_devices(tmp_path, 8)
+  fsdp = losses_on_devices(tmp_path, 8, ['--config.sharding=fsdp'])
+  assert len(one) == 6 and one[-1] < one[0]
+  np.testing.assert_allclose(dp, one, rtol=2e-4, atol=2e-5)
+  np.testing.assert_allclose(fsdp, one, rtol=2e-4, atol=2e-5)
+
+
+def test_fsdp_rule_shards_the_largest_divisible_dimension():
+  assert sharding.fsdp_spec((768, 3072), 8) == jax.sharding.PartitionSpec(None, 'data')
+  assert sharding.fsdp_spec((3, 768, 12, 64), 8) == jax.sharding.PartitionSpec(None, 'data')
+  assert sharding.fsdp_spec((768,), 8) == jax.sharding.PartitionSpec()  # small: replicated
+  assert sharding.fsdp_spec((1001, 1001, 7), 8) == jax.sharding.PartitionSpec()  # indivisible
+  assert sharding.fsdp_spec((768, 3072), 1) == jax.sharding.PartitionSpec()
+
+
+def test_gradient_accumulation_gives_the_same_update_as_one_full_batch():
+  mesh = sharding.make_mesh()
+  c = tiny_mnist_config()
+  # SGD: the update is linear in the gradient (Adam's first step is sign(g), which would
+  # amplify float noise in near-zero gradients).
+  c.optimizer.update(name='sgd', grad_clip_norm=1.0, learning_rate=0.1, warmup_steps=0)
+  model = train.build_model(c.model, 10)
+  tx, schedule = optim.make_optimizer(c.optimizer, c.total_steps)
+  params = model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))['params']
+  head = params['head']['kernel']  # zero at init, which would stop all other gradients
+  params['head']['kernel'] = jax.random.normal(jax.random.key(1), head.shape) * 0.1
+  state = dict(step=jnp.array(0, jnp.int32), params=params, opt_state=tx.init(params))
+  rng = np.random.default_rng(0)
+  batch = dict(image=jnp.asarray(rng.uniform(-1, 1, (32, 16, 16, 3)), jnp.float32),
+               label=jnp.asarray(rng.integers(0, 10, 32), jnp.int32))
+  out = {}
+  for k in (1, 4):
+    c.grad_accum_steps = k
+    step = jax.jit(train.make_train_step(model, tx, schedule, c, 10, mesh))
+    out[k] = step(state, batch)
+  (s1, m1), (s4, m4) = out[1], out[4]
+  np.testing.assert_allclose(m1['loss'], m4['loss'], rtol=1e-5)
+  np.testing.assert_allclose(m1['grad_norm'], m4['grad_norm'], rtol=1e-4)
+  np.testing.assert_allclose(m1['accuracy'], m4['accuracy'])
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+               s1['params'], s4['params'])
+  assert not np.allclose(s1['params']['embedding']['kernel'], params['embedding']['kernel'])
+
+
+def test_schedule_warms_up_linearly_then_decays():
+  c = tiny_mnist_config()
+  c.optimizer.update(learning_rate=1.0, warmup_steps=10, decay='cosine')
+  s = optim.make_schedule(c.optimizer, 110)
+  np.testing.assert_allclose([s(0), s(5), s(10), s(60), s(110)], [0, 0.5, 1, 0.5, 0],
+                             atol=1e-6)
+  c.optimizer.decay = 'linear'
+  s = optim.make_schedule(c.optimizer, 110)
+  np.testing.assert_allclose([s(10), s(60), s(110)], [1, 0.5, 0], atol=1e-6)
+
+
+@pytest.mark.parametrize('change,message', [
+    (dict(batch_size=30), r'batch_size=30 must be divisible by device count \(1\) x '
+                          r'grad_accum_steps \(4\) = 4: use --config.batch_size=28'),
+    ({'dataset.image_size': 20}, r'image_size=20 is not divisible by the patch size 8 of mu/8'),
+    ({'dataset.name': 'cifar10'}, r'cifar10'),
+    ({'dataset.num_classes': 7}, r'num_classes=7 but .* has 10 classes'),
+    ({'model.variant': 'Q/16'}, r"unknown ViT variant 'Q/16'"),
+    ({'optimizer.name': 'adam'}, r"optimizer.name='adam'; expected one of \('adamw', 'sgd'\)"),
+    ({'model.classifier': 'cls'}, r"model.classifier='cls'"),
+])
+def test_invalid_configs_fail_before_anything_compiles(tmp_path, monkeypatch, change, message):
+  c = tiny_mnist_config(grad_accum_steps=4, **change)
+  monkeypatch.setattr(train.jax, 'jit', lambda *a, **k: pytest.fail('compiled before check'))
+  with pytest.raises(ConfigError, match=message):
+    train.train_and_evaluate(c, str(tmp_path / 'bad'))
+  assert not (tmp_path / 'bad' / 'checkpoints').exists()
+
+
+def test_unknown_key_in_a_config_file_is_reported():
+  c = tiny_mnist_config()
+  c.unlock()
+  c.batchsize = 64
+  with pytest.raises(ConfigError, match=r"unknown key 'batchsize' \(did you mean \['batch_size'\]"):
+    check_config(c)
+
+
+def test_main_cli_rejects_unknown_override_and_all_configs_load():
+  proc = subprocess.run([sys.executable, '-m', 'vit_jax.main', '--config=configs/default.py',
+                         '--workdir=/nonexistent', '--config.batchsize=3'], cwd=REPO,
+                        capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+  assert proc.returncode != 0 and 'batchsize' in proc.stderr
+  for cfg in (default_config.get_config(), finetune.get_config('B/16,mnist'),
+              pretrain.get_config('S/16,imagenette,medium2')):
+    assert check_config(cfg).num_classes == 10
+  assert finetune.get_config('B/16,mnist').optimizer.name == 'sgd'
+  assert pretrain.get_config('S/16,imagenette,medium2').mixup_alpha == 0.5

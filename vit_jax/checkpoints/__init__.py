@@ -1,0 +1,1 @@
+"""Checkpoints: orbax train-state checkpoints (`train_state`), foreign formats later."""

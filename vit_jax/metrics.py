@@ -1,0 +1,61 @@
+"""Metrics to TensorBoard event files, a JSON-lines file and a console progress line.
+
+Only process 0 writes. Every logged value lands in WORKDIR/metrics.jsonl, one JSON object
+per line: {"step": ..., "split": "train"|"eval", "name": value, ...}.
+"""
+
+import json
+import os
+import sys
+import time
+
+
+def _fmt_seconds(s: float) -> str:
+  s = int(s)
+  return f'{s // 3600}h{s % 3600 // 60:02d}m' if s >= 3600 else f'{s // 60}m{s % 60:02d}s'
+
+
+class MetricWriter:
+
+  def __init__(self, workdir: str, total_steps: int, enabled: bool = True):
+    self.total_steps, self.enabled = total_steps, enabled
+    self.jsonl_path = os.path.join(workdir, 'metrics.jsonl')
+    self._start = time.time()
+    self._start_step = None
+    self._tb = None
+    if enabled:
+      os.makedirs(workdir, exist_ok=True)
+      import tensorflow as tf  # CPU-only; the input pipeline imports it anyway
+      self._tf = tf
+      self._tb = tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
+
+  def write(self, step: int, split: str, values: dict):
+    if not self.enabled:
+      return
+    values = {k: float(v) for k, v in values.items()}
+    with open(self.jsonl_path, 'a') as f:
+      f.write(json.dumps({'step': int(step), 'split': split, **values}) + '\n')
+    with self._tb.as_default(step=int(step)):
+      for k, v in values.items():
+        self._tf.summary.scalar(f'{split}/{k}', v)
+    self._tb.flush()
+
+  def progress(self, step: int, values: dict):
+    """One human-readable line on stderr: step, metrics, steps/s and ETA."""
+    if not self.enabled:
+      return
+    now = time.time()
+    if self._start_step is None:
+      self._start_step, self._start = step, now
+      rate = 0.0
+    else:
+      rate = (step - self._start_step) / max(now - self._start, 1e-9)
+    eta = (self.total_steps - step) / rate if rate else float('nan')
+    shown = ' | '.join(f'{k} {v:.4g}' for k, v in values.items())
+    eta_s = _fmt_seconds(eta) if rate else '?'
+    print(f'step {step}/{self.total_steps} | {shown} | {rate:.2f} steps/s | ETA {eta_s}',
+          file=sys.stderr, flush=True)
+
+  def close(self):
+    if self._tb is not None:
+      self._tb.close()

@@ -1,0 +1,231 @@
+"""The training loop: one function, its sections in order.
+
+config checks -> mesh -> model and optimiser -> sharding -> checkpoint restore -> input ->
+update step -> evaluator -> loop. The same code runs on 1 CPU or every device of every
+host: arrays are global `jax.Array`s on a 1-D 'data' mesh and every step is one `jax.jit`.
+"""
+
+import functools
+import json
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from vit_jax import data, metrics, optim, sharding, validate
+from vit_jax.checkpoints import train_state as ckpt
+from vit_jax.models import get_model
+
+
+def log(msg: str):
+  if jax.process_index() == 0:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def build_model(model_cfg, num_classes: int):
+  kw = {k: v for k, v in model_cfg.to_dict().items() if v is not None}
+  variant = kw.pop('variant')
+  kw['dtype'], kw['param_dtype'] = jnp.dtype(kw['dtype']), jnp.dtype(kw['param_dtype'])
+  return get_model(variant, num_classes=num_classes, **kw)
+
+
+def loss_per_example(logits, labels, kind: str):
+  """labels: (B, C) targets (one-hot, smoothed or mixed)."""
+  if kind == 'sigmoid_xent':
+    return optax.sigmoid_binary_cross_entropy(logits, labels).sum(-1)
+  return optax.softmax_cross_entropy(logits, labels)
+
+
+def global_norm(tree):
+  return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
+
+
+def mixup(rng, images, labels, alpha: float):
+  """Mixup (Zhang et al. 2018) with the batch rolled by one, as big_vision does."""
+  p = jax.random.beta(rng, alpha, alpha)
+  p = jnp.maximum(p, 1 - p)
+  mix = lambda x: p * x + (1 - p) * jnp.roll(x, 1, axis=0)  # noqa: E731
+  return mix(images), mix(labels)
+
+
+def make_train_step(model, tx, schedule, config, num_classes: int, mesh):
+  """(state, batch) -> (state, metrics). Randomness is a function of (seed, step) only."""
+  k = config.grad_accum_steps
+  microbatch_sharding = jax.sharding.NamedSharding(
+      mesh, jax.sharding.PartitionSpec(None, 'data'))
+
+  def loss_fn(params, images, labels, rng):
+    logits, _ = model.apply({'params': params}, images, train=True, rngs={'dropout': rng})
+    return loss_per_example(logits, labels, config.loss).mean(), logits
+
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def train_step(state, batch):
+    step, params = state['step'], state['params']
+    rng = jax.random.fold_in(jax.random.key(config.seed), step)
+    mix_rng, drop_rng = jax.random.split(rng)
+    images, int_labels = batch['image'], batch['label']
+    labels = jax.nn.one_hot(int_labels, num_classes)
+    if config.mixup_alpha > 0:
+      images, labels = mixup(mix_rng, images, labels, config.mixup_alpha)
+    if config.label_smoothing > 0:
+      labels = optax.smooth_labels(labels, config.label_smoothing)
+
+    if k == 1:
+      (loss, logits), grads = grad_fn(params, images, labels, drop_rng)
+    else:
+      # k equal microbatches, example i in microbatch i % k, so each is spread over all
+      # devices; the mean of their mean-loss gradients is the full-batch gradient.
+      def split(x):
+        x = x.reshape(x.shape[0] // k, k, *x.shape[1:]).swapaxes(0, 1)
+        return jax.lax.with_sharding_constraint(x, microbatch_sharding)
+      def micro(grads_acc, xs):
+        i, im, lb = xs
+        (loss, logits), g = grad_fn(params, im, lb, jax.random.fold_in(drop_rng, i))
+        return jax.tree.map(jnp.add, grads_acc, g), (loss, logits)
+      zeros = jax.tree.map(jnp.zeros_like, params)
+      grads, (losses, logits) = jax.lax.scan(
+          micro, zeros, (jnp.arange(k), split(images), split(labels)))
+      grads = jax.tree.map(lambda g: g / k, grads)
+      loss = losses.mean()
+      logits = logits.swapaxes(0, 1).reshape(-1, num_classes)
+
+    updates, opt_state = tx.update(grads, state['opt_state'], params)
+    new_state = dict(step=step + 1, params=optax.apply_updates(params, updates),
+                     opt_state=opt_state)
+    out = dict(loss=loss, accuracy=jnp.mean(jnp.argmax(logits, -1) == int_labels),
+               grad_norm=global_norm(grads), learning_rate=schedule(step))
+    return new_state, out
+
+  return train_step
+
+
+def make_eval_step(model, config, num_classes: int):
+  def eval_step(params, batch):
+    logits, _ = model.apply({'params': params}, batch['image'])
+    labels = jax.nn.one_hot(batch['label'], num_classes)
+    mask = batch['mask']
+    correct = (jnp.argmax(logits, -1) == batch['label']) * mask
+    loss = loss_per_example(logits, labels, config.loss) * mask
+    return dict(correct=correct.sum(), loss=loss.sum(), count=mask.sum())
+  return eval_step
+
+
+def evaluate(eval_step, params, config, mesh) -> dict:
+  totals = dict(correct=0.0, loss=0.0, count=0.0)
+  for batch in data.eval_iterator(config.dataset, global_batch_size=config.batch_size,
+                                  mesh=mesh):
+    out = jax.device_get(eval_step(params, batch))
+    totals = {k: totals[k] + float(out[k]) for k in totals}
+  n = max(totals['count'], 1.0)
+  return dict(accuracy=totals['correct'] / n, loss=totals['loss'] / n,
+              examples=totals['count'])
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Trains, evaluates and checkpoints in `workdir`; resumes from its latest checkpoint.
+
+  Returns the final metrics: step, eval accuracy and loss, training wall time.
+  """
+  # ---- Config checks: every error before anything compiles. ----
+  info = validate.check_config(config)
+  config_json = json.loads(config.to_json_best_effort())
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      json.dump(config_json, f, indent=2)
+
+  # ---- Mesh. ----
+  mesh = sharding.make_mesh()
+  log(f'mesh: {jax.device_count()} devices ({jax.devices()[0].platform}) over '
+      f'{jax.process_count()} process(es); dataset {info.num_train} train / '
+      f'{info.num_eval} eval examples, {info.num_classes} classes')
+
+  # ---- Model and optimiser. ----
+  model = build_model(config.model, info.num_classes)
+  tx, schedule = optim.make_optimizer(config.optimizer, config.total_steps)
+  size = config.dataset.image_size
+
+  def init_state(rng):
+    params = model.init(rng, jnp.zeros((1, size, size, 3), jnp.float32))['params']
+    return dict(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+  # ---- Sharding: shapes from eval_shape, state created directly sharded. ----
+  abstract = jax.eval_shape(init_state, jax.random.key(0))
+  state_sharding = sharding.tree_shardings(abstract, mesh, config.sharding)
+  num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract['params']))
+  log(f'model {config.model.variant}: {num_params:,} parameters; sharding '
+      f'{config.sharding}')
+
+  # ---- Checkpoint restore (or fresh init). ----
+  mgr = ckpt.manager(workdir, keep=config.keep_checkpoints)
+  latest = mgr.latest_step()
+  if latest is not None:
+    abstract_sharded = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract,
+        state_sharding)
+    state, _ = ckpt.restore(mgr, latest, abstract_sharded)
+    log(f'resumed from {mgr.directory}/{latest} (step {latest})')
+  else:
+    init_rng = jax.random.fold_in(jax.random.key(config.seed), 2 ** 31 - 1)
+    state = jax.jit(init_state, out_shardings=state_sharding)(init_rng)
+  start_step = int(jax.device_get(state['step']))
+
+  # ---- Input: a pure function of (seed, step), so resuming needs only the step. ----
+  train_iter = data.train_iterator(config.dataset, global_batch_size=config.batch_size,
+                                   mesh=mesh, seed=config.seed, start_step=start_step)
+
+  # ---- Update step: one jit, batch over 'data', state donated. ----
+  step_fn = make_train_step(model, tx, schedule, config, info.num_classes, mesh)
+  repl = sharding.replicated(mesh)
+  train_step = jax.jit(step_fn, donate_argnums=(0,), out_shardings=(state_sharding, repl))
+
+  # ---- Evaluator. ----
+  eval_step = jax.jit(make_eval_step(model, config, info.num_classes), out_shardings=repl)
+
+  # ---- Loop. ----
+  writer = metrics.MetricWriter(workdir, config.total_steps, jax.process_index() == 0)
+  every = lambda n, step: n and step % n == 0  # noqa: E731
+  result = dict(step=start_step)
+  t_start, t_log, step_log = time.time(), time.time(), start_step
+  for step in range(start_step + 1, config.total_steps + 1):
+    batch = next(train_iter)
+    state, train_metrics = train_step(state, batch)
+    if step == start_step + 1:
+      jax.block_until_ready(train_metrics)
+      log(f'first step compiled and ran in {time.time() - t_start:.1f}s')
+      t_log, step_log = time.time(), step
+    if every(config.log_every, step) or step == config.total_steps:
+      values = jax.device_get(train_metrics)
+      dt = time.time() - t_log
+      if step > step_log:
+        values['images_per_sec'] = (step - step_log) * config.batch_size / max(dt, 1e-9)
+      t_log, step_log = time.time(), step
+      writer.write(step, 'train', values)
+      writer.progress(step, {k: values[k] for k in ('loss', 'accuracy', 'learning_rate')})
+    if every(config.eval_every, step) or step == config.total_steps:
+      ev = evaluate(eval_step, state['params'], config, mesh)
+      writer.write(step, 'eval', ev)
+      log(f'eval at step {step}: accuracy {ev["accuracy"]:.4f}, loss {ev["loss"]:.4f} '
+          f'({int(ev["examples"])} examples)')
+      result.update({f'eval_{k}': v for k, v in ev.items()})
+    if every(config.checkpoint_every, step) or step == config.total_steps:
+      ckpt.save(mgr, step, state, config_json)
+    result['step'] = step
+
+  train_iter.close()  # stops the input thread
+  if start_step >= config.total_steps:  # already finished: report the final evaluation
+    ev = evaluate(eval_step, state['params'], config, mesh)
+    result.update({f'eval_{k}': v for k, v in ev.items()})
+    log(f'workdir already at step {start_step} = total_steps; eval accuracy '
+        f'{ev["accuracy"]:.4f}')
+  mgr.wait_until_finished()
+  mgr.close()
+  writer.close()
+  result.update(train_seconds=time.time() - t_start, checkpoint_dir=str(mgr.directory),
+                metrics_file=writer.jsonl_path)
+  return result

@@ -1,0 +1,95 @@
+"""Config validation: every mistake is reported before anything compiles.
+
+`check_config` collects all problems it finds into one ConfigError, each naming the key,
+the bad value, what was expected and the fix.
+"""
+
+import jax
+
+from configs import common
+from vit_jax import data, optim, sharding
+from vit_jax.models import variant_kwargs, vit
+
+DTYPES = ('float32', 'bfloat16', 'float16')
+LOSSES = ('softmax_xent', 'sigmoid_xent')
+
+
+class ConfigError(ValueError):
+  pass
+
+
+def _unknown_keys(config, template, prefix=''):
+  """Keys of `config` that the shared template (configs/common.py) does not have."""
+  out = []
+  for key, value in config.items():
+    name = f'{prefix}{key}'
+    if key not in template:
+      near = [k for k in template if k.lower()[:3] == key.lower()[:3]]
+      out.append(f'unknown key {name!r}' + (f' (did you mean {near}?)' if near else '') +
+                 '; valid keys are listed in configs/common.py.')
+    elif hasattr(value, 'items') and hasattr(template[key], 'items'):
+      out.extend(_unknown_keys(value, template[key], prefix=f'{name}.'))
+  return out
+
+
+def check_config(config) -> 'data.DatasetInfo':
+  """Raises ConfigError listing every problem; returns the dataset's info when all is well."""
+  errors = _unknown_keys(config, common.get_config())
+  m, d, o = config.model, config.dataset, config.optimizer
+  patch = None
+  try:
+    patch = variant_kwargs(m.variant)['patch_size']
+  except ValueError as e:
+    errors.append(f'model.variant: {e}')
+  if m.classifier not in vit.CLASSIFIERS:
+    errors.append(f'model.classifier={m.classifier!r}; expected one of {vit.CLASSIFIERS}.')
+  if m.posemb not in vit.POSEMBS:
+    errors.append(f'model.posemb={m.posemb!r}; expected one of {vit.POSEMBS}.')
+  for key in ('dtype', 'param_dtype'):
+    if m[key] not in DTYPES:
+      errors.append(f'model.{key}={m[key]!r}; expected one of {DTYPES}.')
+  for key in ('dropout', 'attention_dropout', 'stochastic_depth'):
+    if not 0 <= m[key] < 1:
+      errors.append(f'model.{key}={m[key]}; expected a rate in [0, 1).')
+  if patch and d.image_size % patch:
+    errors.append(f'dataset.image_size={d.image_size} is not divisible by the patch size '
+                  f'{patch} of {m.variant}: use --config.dataset.image_size='
+                  f'{max(d.image_size // patch, 1) * patch} or a variant with a patch that '
+                  'divides it.')
+  if o.name not in optim.OPTIMIZERS:
+    errors.append(f'optimizer.name={o.name!r}; expected one of {optim.OPTIMIZERS}.')
+  if o.decay not in optim.DECAYS:
+    errors.append(f'optimizer.decay={o.decay!r}; expected one of {optim.DECAYS}.')
+  if o.learning_rate <= 0:
+    errors.append(f'optimizer.learning_rate={o.learning_rate}; expected > 0.')
+  if config.total_steps <= 0:
+    errors.append(f'total_steps={config.total_steps}; expected > 0.')
+  elif not 0 <= o.warmup_steps < config.total_steps:
+    errors.append(f'optimizer.warmup_steps={o.warmup_steps} must be in [0, total_steps='
+                  f'{config.total_steps}); lower it or raise total_steps.')
+  if config.loss not in LOSSES:
+    errors.append(f'loss={config.loss!r}; expected one of {LOSSES}.')
+  if not 0 <= config.label_smoothing < 1:
+    errors.append(f'label_smoothing={config.label_smoothing}; expected [0, 1).')
+  if config.mixup_alpha < 0:
+    errors.append(f'mixup_alpha={config.mixup_alpha}; expected >= 0 (0 = off).')
+  if config.sharding not in sharding.STRATEGIES:
+    errors.append(f'sharding={config.sharding!r}; expected one of {sharding.STRATEGIES}.')
+  if config.grad_accum_steps < 1:
+    errors.append(f'grad_accum_steps={config.grad_accum_steps}; expected >= 1.')
+  else:
+    unit = jax.device_count() * config.grad_accum_steps
+    if config.batch_size <= 0 or config.batch_size % unit:
+      fix = max(config.batch_size // unit, 1) * unit
+      errors.append(
+          f'batch_size={config.batch_size} must be divisible by device count '
+          f'({jax.device_count()}) x grad_accum_steps ({config.grad_accum_steps}) = {unit}: '
+          f'use --config.batch_size={fix}.')
+  info = None
+  try:
+    info = data.get_info(d)  # also checks num_classes, crops and RandAugment settings
+  except (ValueError, FileNotFoundError) as e:
+    errors.append(f'dataset: {e}')
+  if errors:
+    raise ConfigError('invalid config:\n  - ' + '\n  - '.join(errors))
+  return info
