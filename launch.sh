@@ -5,7 +5,8 @@
 #   ./launch.sh test [PYTEST_ARGS...]    the whole test suite (what CI runs)
 #   ./launch.sh models                   the table of named ViT variants
 #   ./launch.sh configs/FILE.py[:ARGS] [--workdir=DIR] [--config.KEY=VALUE ...]
-#                                        train/fine-tune with a config
+#                                        train/fine-tune with a config (default workdir:
+#                                        workdirs/FILE_ARGS, e.g. workdirs/finetune_B_16_mnist)
 #   ./launch.sh python ARGS...           any python command inside the environment
 #
 # Environment: PYTHON (interpreter used to create the venv, default python3),
@@ -50,7 +51,13 @@ case "${1:-}" in
     shift; exec "$py" "$@" ;;
   configs/*)
     config="$1"; shift
-    exec "$py" -m vit_jax.main --config="$config" "$@" ;;
+    workdir=()
+    if [[ " $* " != *" --workdir="* ]]; then  # default: workdirs/<config>_<arg>
+      name="$(basename "${config%%:*}" .py)"
+      [[ "$config" == *:* ]] && name="${name}_${config#*:}"
+      workdir=(--workdir="workdirs/$(echo "$name" | tr '/,' '__')")
+    fi
+    exec "$py" -m vit_jax.main --config="$config" "${workdir[@]}" "$@" ;;
   *)
     echo "launch.sh: unknown command '$1'. Use: (nothing) | test | models | python ARGS | configs/FILE.py[:ARGS] [flags]" >&2
     exit 2 ;;

@@ -186,3 +186,25 @@ def test_main_cli_rejects_unknown_override_and_all_configs_load():
     assert check_config(cfg).num_classes == 10
   assert finetune.get_config('B/16,mnist').optimizer.name == 'sgd'
   assert pretrain.get_config('S/16,imagenette,medium2').mixup_alpha == 0.5
+
+
+def test_trains_on_an_image_folder_of_real_photos(tmp_path):
+  c = finetune.get_config('mu/8,imagenette')
+  c.dataset.update(image_size=32, path=str(SHARED / 'data' / 'imagenette_subset'))
+  c.model.update(width=32, depth=1, mlp_dim=64, num_heads=2)
+  c.batch_size, c.total_steps = 16, 3
+  c.optimizer.warmup_steps = 1
+  c.log_every, c.eval_every, c.checkpoint_every = 1, 0, 0
+  result = train.train_and_evaluate(c, str(tmp_path / 'nette'))
+  assert result['step'] == 3 and result['eval_examples'] == 500  # the whole val/ split
+  assert 0 <= result['eval_accuracy'] <= 1 and np.isfinite(result['eval_loss'])
+
+
+def test_scratch_config_presets_validate():
+  from configs import scratch
+  for arg in ('mnist', 'fashion_mnist', 'imagenette,S/16'):
+    c = scratch.get_config(arg)
+    c.dataset.data_dir = str(SHARED / 'tfds') if c.dataset.source == 'tfds' else None
+    assert check_config(c).num_classes == 10
+  with pytest.raises(ValueError, match="not 'cifar10'"):
+    scratch.get_config('cifar10')
