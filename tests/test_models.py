@@ -45,7 +45,7 @@ def test_output_shapes_for_every_classifier_and_posemb(classifier, posemb):
   assert aux['blocks'].shape == (2, 2, tokens, 32)
   assert aux['attention'].shape == (2, 2, 2, tokens, tokens)
   np.testing.assert_allclose(aux['attention'].sum(-1), 1.0, atol=1e-5)
-  assert ('pos_embedding' in params['Transformer']) == (posemb == 'learn')
+  assert ('posembed_input' in params['Transformer']) == (posemb == 'learn')
   assert ('cls' in params) == (classifier == 'token')
   assert ('MAPHead_0' in params) == (classifier == 'map')
   # The head is zero-initialised: logits start at the bias (0).
@@ -169,7 +169,7 @@ def test_init_is_deterministic_from_the_seed():
   diffs = [not np.array_equal(u, v) for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(c))
            if np.any(u)]  # zero-initialised leaves (head, cls, biases) stay equal
   assert any(diffs)
-  std = float(np.std(a['Transformer']['pos_embedding']))
+  std = float(np.std(a['Transformer']['posembed_input']['pos_embedding']))
   assert 0.01 < std < 0.03  # normal(0.02)
 
 

@@ -131,6 +131,17 @@ class Encoder1DBlock(nn.Module):
     return x, (x, weights)  # (carry, per-block outputs) so the same block works under nn.scan
 
 
+class AddPositionEmbs(nn.Module):
+  """Learned 1-D position embeddings, one per token, normal(0.02) init."""
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    pe = self.param('pos_embedding', nn.initializers.normal(stddev=0.02), (1, *x.shape[1:]),
+                    self.param_dtype)
+    return x + pe.astype(x.dtype)
+
+
 class Encoder(nn.Module):
   """Position embeddings, `depth` encoder blocks, final LayerNorm."""
   depth: int
@@ -149,10 +160,9 @@ class Encoder(nn.Module):
   @nn.compact
   def __call__(self, x, grid, num_prefix: int, *, deterministic: bool, return_attention: bool):
     """x: (B, T, D) with `num_prefix` class tokens before the grid[0]*grid[1] patch tokens."""
-    _, t, d = x.shape
+    d = x.shape[-1]
     if self.posemb == 'learn':  # includes the class-token slot, as in the published checkpoints
-      x = x + self.param('pos_embedding', nn.initializers.normal(stddev=0.02), (1, t, d),
-                         self.param_dtype).astype(x.dtype)
+      x = AddPositionEmbs(self.param_dtype, name='posembed_input')(x)
     elif self.posemb == 'sincos2d':  # fixed; class tokens get none
       pe = posemb_sincos_2d(*grid, d)
       x = x + jnp.asarray(np.pad(pe, ((num_prefix, 0), (0, 0)))[None], x.dtype)
