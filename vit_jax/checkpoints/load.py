@@ -1,0 +1,336 @@
+"""Loading any ViT checkpoint into a model for fine-tuning, and telling what a file holds.
+
+    params = load_pretrained('ViT-B_16.npz', init_params)   # init_params: model.init(...)
+                                                            # ['params'] or its eval_shape
+The format is read from the keys (vit_jax .npz, big_vision .npz) or the path (a directory:
+an orbax train-state checkpoint of our trainer). Then, to fit the target model:
+  - blocks are stacked or unstacked to the target's layout (scanned or per-block);
+  - learned position embeddings are resized to the target's patch grid by bilinear
+    interpolation of the grid (the class-token slot kept apart), as the reference does;
+  - the head is replaced by the target's own (zero-initialised) head when the number of
+    classes differs, when the checkpoint has none, or when `pre_logits` is dropped;
+  - `pre_logits` is kept or dropped (`keep_pre_logits`);
+  - everything else must match exactly: every missing, unexpected or mis-shaped parameter
+    is named in one ValueError, with what the checkpoint is and how to build a model
+    that fits it.
+Arrays are returned on the host (numpy, the target's dtypes), so the caller can put them
+on devices directly sharded (`jax.device_put(params, shardings)`).
+"""
+
+import math
+import os
+import sys
+from typing import Any, Callable, Mapping, Optional
+
+import numpy as np
+
+from vit_jax.checkpoints import big_vision_npz, names, vit_npz
+
+NPZ_FORMATS = {vit_npz.FORMAT: vit_npz, big_vision_npz.FORMAT: big_vision_npz}
+FORMATS = (*NPZ_FORMATS, 'orbax')
+
+
+def _stderr(msg: str):
+  print(msg, file=sys.stderr, flush=True)
+
+
+# ---- Reading any format into canonical names. ----
+
+def detect_format(flat: Mapping[str, Any], source: str = 'params') -> str:
+  """'vit_npz' or 'big_vision_npz' from the keys (prefix already stripped)."""
+  for name, module in NPZ_FORMATS.items():
+    if module.matches(flat):
+      return name
+  keys = sorted(flat)
+  raise ValueError(
+      f'{source}: unknown checkpoint format: no {names.EMBEDDING}/kernel key at the top or '
+      f'under one prefix. {len(keys)} keys, the first: {keys[:8]}. Expected a vit_jax or '
+      'big_vision ViT .npz; if the ViT sits under a prefix (e.g. a two-tower model), pass '
+      "it: prefix='params/img/' (CLI: --prefix). See what it holds: "
+      f'python -m vit_jax.convert --inspect {source}')
+
+
+def find_orbax_state(path: str) -> str:
+  """WORKDIR, WORKDIR/checkpoints (latest step), .../checkpoints/STEP or .../STEP/state ->
+  the 'state' item directory of an orbax checkpoint written by our trainer."""
+  path = os.path.abspath(path)
+  if os.path.isdir(os.path.join(path, 'checkpoints')):
+    path = os.path.join(path, 'checkpoints')
+  steps = [d for d in os.listdir(path) if d.isdigit()] if os.path.isdir(path) else []
+  if steps and not os.path.isdir(os.path.join(path, 'state')):
+    path = os.path.join(path, max(steps, key=int))
+  if os.path.isdir(os.path.join(path, 'state')):
+    path = os.path.join(path, 'state')
+  if os.path.basename(path) != 'state' or not os.path.isdir(path):
+    raise FileNotFoundError(
+        f'{path!r} is not an orbax train-state checkpoint: expected WORKDIR, '
+        'WORKDIR/checkpoints or WORKDIR/checkpoints/STEP containing a state/ item.')
+  return path
+
+
+def read_orbax(path: str) -> dict[str, np.ndarray]:
+  """Our trainer's orbax checkpoint -> canonical flat params (numpy)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  state_dir = find_orbax_state(path)
+  with ocp.StandardCheckpointer() as ckptr:
+    state = ckptr.restore(state_dir)
+  if 'params' not in state:
+    raise ValueError(f'orbax checkpoint {state_dir} has no params (items: {sorted(state)}).')
+  flat = names.flatten(state['params'])
+  return {k: np.asarray(jax.device_get(v)) for k, v in flat.items()}
+
+
+def read(path: str, *, format: Optional[str] = None,  # pylint: disable=redefined-builtin
+         prefix: str = '') -> tuple[str, dict[str, np.ndarray]]:
+  """Any supported checkpoint -> (format, canonical flat dict of numpy arrays).
+
+  The layout (per-block or scanned) is the file's."""
+  if format is not None and format not in FORMATS:
+    raise ValueError(f'unknown checkpoint format {format!r}; expected one of {FORMATS}.')
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'checkpoint {path!r} does not exist.')
+  if format == 'orbax' or (format is None and os.path.isdir(path)):
+    return 'orbax', read_orbax(path)
+  flat = vit_npz.load_npz(path)
+  prefix = prefix or names.find_params_prefix(flat)
+  if prefix:
+    flat = names.strip_prefix(flat, prefix)
+  format = format or detect_format(flat, path)
+  return format, NPZ_FORMATS[format].to_canonical(flat)
+
+
+# ---- What a checkpoint is. ----
+
+def _shape(flat, key) -> Optional[tuple]:
+  return tuple(flat[key].shape) if key in flat else None
+
+
+def _block_shape(flat, leaf) -> Optional[tuple]:
+  if names.is_scanned(flat):
+    s = _shape(flat, f'{names.SCANNED_BLOCK}/{leaf}')
+    return s and s[1:]
+  return _shape(flat, f'{names.BLOCK.format(0)}/{leaf}')
+
+
+def infer_variant(params: Mapping[str, Any]) -> dict[str, Any]:
+  """Model settings from parameter shapes alone.
+
+  `params`: a nested or flat params dict in our names (per-block or scanned) or a
+  big_vision / vit_jax flat dict; leaves may be arrays or shape-only structs
+  (jax.eval_shape). Returns width, depth, mlp_dim, num_heads, patch_size, channels,
+  classifier ('token' | 'gap' | 'map'), posemb ('learn', or None: not stored, so
+  'sincos2d' or 'none'), representation_size, num_classes (None: no head), grid and
+  image_size (from the position embeddings; None without them), scan, num_params, and
+  variant: the get_model name such as 'B/16' when the widths match one, else None.
+  """
+  from vit_jax.models import WIDTHS  # pylint: disable=g-import-not-at-top
+  flat = names.as_flat(params)
+  prefix = names.find_params_prefix(flat)
+  if prefix:
+    flat = names.strip_prefix(flat, prefix)
+  flat = NPZ_FORMATS[detect_format(flat)].to_canonical(flat)
+  patch, _, channels, width = _shape(flat, f'{names.EMBEDDING}/kernel')
+  ln0, attn, _, mlp = names.BLOCK_MODULES
+  q = _block_shape(flat, f'{attn}/query/kernel')
+  d0 = _block_shape(flat, f'{mlp}/Dense_0/kernel')
+  info = dict(
+      width=int(width), depth=names.depth(flat), mlp_dim=d0 and int(d0[1]),
+      num_heads=q and int(q[1]), patch_size=int(patch), channels=int(channels),
+      classifier=('token' if names.CLS in flat else
+                  'map' if any(k.startswith(names.MAP_HEAD + '/') for k in flat) else 'gap'),
+      posemb='learn' if names.POSEMB in flat else None,
+      representation_size=(_shape(flat, f'{names.PRE_LOGITS}/kernel') or (None, None))[1],
+      num_classes=(_shape(flat, f'{names.HEAD}/kernel') or (None, None))[1],
+      grid=None, image_size=None, scan=names.is_scanned(flat),
+      num_params=names.num_params(flat), variant=None)
+  if info['posemb'] == 'learn':
+    n = flat[names.POSEMB].shape[1] - (info['classifier'] == 'token')
+    if math.isqrt(n) ** 2 == n:
+      info['grid'] = (math.isqrt(n),) * 2
+      info['image_size'] = math.isqrt(n) * info['patch_size']
+  for name, dims in WIDTHS.items():
+    if dims == (info['width'], info['depth'], info['mlp_dim'], info['num_heads']):
+      info['variant'] = f'{name}/{info["patch_size"]}'
+  return info
+
+
+# ---- Fitting a checkpoint to a model. ----
+
+def _interp_matrix(n_in: int, n_out: int) -> np.ndarray:
+  """(n_out, n_in) linear interpolation with the end points aligned (as
+  scipy.ndimage.zoom(order=1), the reference's resize)."""
+  w = np.zeros((n_out, n_in))
+  pos = np.arange(n_out) * ((n_in - 1) / (n_out - 1) if n_out > 1 else 0.0)
+  lo = np.clip(np.floor(pos).astype(int), 0, n_in - 1)
+  hi = np.minimum(lo + 1, n_in - 1)
+  frac = pos - lo
+  np.add.at(w, (np.arange(n_out), lo), 1 - frac)
+  np.add.at(w, (np.arange(n_out), hi), frac)
+  return w
+
+
+def resize_grid(grid: np.ndarray, new_hw: tuple[int, int]) -> np.ndarray:
+  """(h, w, D) -> (new_h, new_w, D) by bilinear interpolation, corners kept."""
+  h, w, _ = grid.shape
+  out = np.einsum('ah,bw,hwd->abd', _interp_matrix(h, new_hw[0]),
+                  _interp_matrix(w, new_hw[1]), grid.astype(np.float64))
+  return out.astype(grid.dtype)
+
+
+def _square_grid(n: int, what: str) -> tuple[int, int]:
+  g = math.isqrt(n)
+  if g * g != n:
+    raise ValueError(f'{what}: {n} grid tokens are not a square grid; pass grid=(h, w).')
+  return g, g
+
+
+def resize_posemb(posemb: np.ndarray, num_tokens: int, *, prefix_old: int, prefix_new: int,
+                  grid: Optional[tuple[int, int]] = None) -> np.ndarray:
+  """(1, prefix_old + h*w, D) -> (1, prefix_new + H*W, D): the grid part interpolated,
+  the class slot kept (or zero when the old one has none, or dropped)."""
+  posemb = np.asarray(posemb)
+  slot, old = posemb[:, :prefix_old], posemb[0, prefix_old:]
+  old_hw = _square_grid(old.shape[0], 'checkpoint position embeddings')
+  new_hw = grid or _square_grid(num_tokens - prefix_new, 'target position embeddings')
+  if new_hw[0] * new_hw[1] != num_tokens - prefix_new:
+    raise ValueError(f'grid={new_hw} does not have {num_tokens - prefix_new} tokens.')
+  new = resize_grid(old.reshape(*old_hw, -1), new_hw).reshape(1, -1, old.shape[-1])
+  if prefix_new:
+    slot = slot[:, :prefix_new] if prefix_old else np.zeros_like(posemb[:, :prefix_new])
+    return np.concatenate([slot, new], axis=1)
+  return new
+
+
+def _concrete(x) -> bool:
+  return hasattr(x, '__array__')
+
+
+def _describe(info: Mapping[str, Any]) -> str:
+  fields = ('width', 'depth', 'mlp_dim', 'num_heads', 'patch_size', 'classifier', 'posemb',
+            'representation_size', 'num_classes')
+  return ', '.join(f'{k}={info[k]!r}' for k in fields)
+
+
+def _strict_error(path, fmt, missing, unexpected, misshaped, ckpt, target,
+                  original) -> ValueError:
+  """ckpt: after the automatic adaptations; original: as read, to describe the file."""
+  lines = [f'checkpoint {path} [{fmt}] does not fit the model: {len(missing)} missing, '
+           f'{len(unexpected)} unexpected, {len(misshaped)} mis-shaped parameter(s).']
+  if missing:
+    lines.append('  missing (in the model, not in the checkpoint):')
+    lines += [f'    {k} {tuple(target[k].shape)}' for k in missing]
+  if unexpected:
+    lines.append('  unexpected (in the checkpoint, not in the model):')
+    lines += [f'    {k} {tuple(ckpt[k].shape)}' for k in unexpected]
+  if misshaped:
+    lines.append('  mis-shaped (checkpoint shape vs model shape):')
+    lines += [f'    {k}: {tuple(ckpt[k].shape)} vs {tuple(target[k].shape)}'
+              for k in misshaped]
+  try:
+    c, t = infer_variant(original), infer_variant(target)
+  except (ValueError, KeyError, TypeError):  # too broken to describe
+    c = t = None
+  if c and t:
+    lines.append(f'The checkpoint is {c["variant"] or "a ViT"}: {_describe(c)}.')
+    diff = [f'{k} {t[k]!r} (checkpoint: {c[k]!r})'
+            for k in ('width', 'depth', 'mlp_dim', 'num_heads', 'patch_size', 'classifier',
+                      'posemb', 'representation_size') if c[k] != t[k]]
+    if diff:
+      lines.append(f'The model differs in: {", ".join(diff)}.')
+    fix = [f"variant='{c['variant']}'"] if c['variant'] else [
+        f'width={c["width"]}', f'depth={c["depth"]}', f'mlp_dim={c["mlp_dim"]}',
+        f'num_heads={c["num_heads"]}']
+    fix += [f"classifier='{c['classifier']}'"]
+    if c['representation_size'] is not None:
+      fix += [f'representation_size={c["representation_size"]}']
+    pre_logits = any(k.startswith(names.PRE_LOGITS + '/') for k in missing + unexpected)
+    lines.append(f'Fix: build the model the checkpoint was trained as (config.model: '
+                 f'{", ".join(fix)})'
+                 + (', or pass keep_pre_logits=False to drop pre_logits' if pre_logits else '')
+                 + f'. Inspect the file: python -m vit_jax.convert --inspect {path}')
+  return ValueError('\n'.join(lines))
+
+
+def load_pretrained(path: str, init_params: Mapping[str, Any], *,
+                    keep_pre_logits: Optional[bool] = None,
+                    grid: Optional[tuple[int, int]] = None,
+                    format: Optional[str] = None,  # pylint: disable=redefined-builtin
+                    prefix: str = '',
+                    log: Callable[[str], None] = _stderr) -> dict[str, Any]:
+  """Checkpoint at `path` -> params for the model whose fresh params are `init_params`.
+
+  init_params: the target's `model.init(...)['params']`, or its `jax.eval_shape` (shapes
+    only: a replaced head is then all zeros, which is what a zero-initialised head with
+    head_bias_init=0 is).
+  keep_pre_logits: True keeps the checkpoint's `pre_logits` layer (the model must have
+    one: representation_size set to its width); False drops it (a model with
+    representation_size then keeps its own init, which needs concrete init_params);
+    None (default, the reference's rule) keeps it exactly when the model has one.
+  grid: the target's (h, w) patch grid when it is not square.
+  format: one of FORMATS; None reads it from the path and keys. prefix: the key prefix
+    of the ViT inside the file when it is not found by itself (e.g. 'params/img/').
+  log: where the one-line notes of what was adapted go (default: stderr).
+  Returns a nested dict of numpy arrays with the structure, layout and dtypes of
+  `init_params`.
+  """
+  fmt, ckpt = read(path, format=format, prefix=prefix)
+  target = names.flatten(init_params)
+  ckpt = names.to_scanned(ckpt) if names.is_scanned(target) else names.to_per_block(ckpt)
+  original = dict(ckpt)
+  fresh = set()  # target keys that take the target's own initial values
+
+  def pop(prefix_):
+    return {k: ckpt.pop(k) for k in [k for k in ckpt if k.startswith(prefix_ + '/')]}
+
+  pre_kernel, head_kernel = f'{names.PRE_LOGITS}/kernel', f'{names.HEAD}/kernel'
+  keep = (pre_kernel in target) if keep_pre_logits is None else keep_pre_logits
+  dropped_pre_logits = False
+  if not keep:
+    dropped = pop(names.PRE_LOGITS)
+    dropped_pre_logits = bool(dropped)
+    if dropped:
+      log(f'load_pretrained: dropped pre_logits {tuple(dropped[pre_kernel].shape)} of the '
+          'checkpoint')
+    fresh |= {k for k in target if k.startswith(names.PRE_LOGITS + '/')}
+
+  if head_kernel not in target:
+    if pop(names.HEAD):
+      log('load_pretrained: the model has no head (num_classes=None); dropped the '
+          "checkpoint's")
+  elif (head_kernel not in ckpt or dropped_pre_logits
+        or any(_shape(ckpt, k) != _shape(target, k) for k in (head_kernel, 'head/bias'))):
+    old = pop(names.HEAD).get(head_kernel)
+    fresh |= {k for k in target if k.startswith(names.HEAD + '/')}
+    log(f'load_pretrained: new head {tuple(target[head_kernel].shape)} from the model\'s '
+        f'initialisation (checkpoint head: {None if old is None else tuple(old.shape)})')
+
+  if names.POSEMB in ckpt and names.POSEMB in target:
+    old, new = ckpt[names.POSEMB], target[names.POSEMB]
+    if old.shape != new.shape and old.shape[2] == new.shape[2]:
+      ckpt[names.POSEMB] = resize_posemb(
+          old, new.shape[1], prefix_old=int(names.CLS in ckpt),
+          prefix_new=int(names.CLS in target), grid=grid)
+      log(f'load_pretrained: resized position embeddings {tuple(old.shape)} -> '
+          f'{tuple(new.shape)} (bilinear over the patch grid)')
+
+  for k in sorted(fresh):
+    if _concrete(target[k]):
+      ckpt[k] = np.asarray(target[k])
+    elif k.startswith(names.HEAD + '/'):
+      ckpt[k] = np.zeros(target[k].shape, target[k].dtype)
+    else:
+      raise ValueError(f'{k} must come from the model\'s initialisation, but init_params '
+                       'holds shapes only: pass concrete params (model.init(...)) or '
+                       'keep_pre_logits=True.')
+
+  missing = sorted(set(target) - set(ckpt))
+  unexpected = sorted(set(ckpt) - set(target))
+  misshaped = sorted(k for k in set(target) & set(ckpt)
+                     if tuple(ckpt[k].shape) != tuple(target[k].shape))
+  if missing or unexpected or misshaped:
+    raise _strict_error(path, fmt, missing, unexpected, misshaped, ckpt, target, original)
+  loaded = len(target) - len(fresh)
+  log(f'load_pretrained: {loaded}/{len(target)} arrays from {path} [{fmt}]')
+  return names.unflatten({k: np.asarray(ckpt[k]).astype(target[k].dtype)
+                          for k in target})
