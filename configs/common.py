@@ -74,10 +74,14 @@ def get_config():
   c.loss = 'softmax_xent'            # softmax_xent | sigmoid_xent
   c.label_smoothing = 0.0
   c.mixup_alpha = 0.0                # 0 = off
+  c.nonfinite = 'stop'               # non-finite loss: stop (keep last checkpoint) | skip
 
   # Parameters and optimiser state: replicated, or FSDP-sharded over the data axis.
   c.sharding = 'replicate'           # replicate | fsdp
-  c.init_from = ''                   # checkpoint to fine-tune from (see vit_jax/checkpoints)
+  # Fine-tune from a checkpoint: a vit_jax or big_vision .npz, or WORKDIR/checkpoints/STEP.
+  # Position embeddings are resized to the new resolution, a head with another class count
+  # is replaced; with model.variant='' the model is read off the checkpoint.
+  c.init_from = ''
 
   # Logging, evaluation and checkpoints (all in steps; 0 = only at the end).
   c.log_every = 50

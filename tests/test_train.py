@@ -208,3 +208,28 @@ def test_scratch_config_presets_validate():
     assert check_config(c).num_classes == 10
   with pytest.raises(ValueError, match="not 'cifar10'"):
     scratch.get_config('cifar10')
+
+
+def test_fine_tunes_from_a_checkpoint_at_a_higher_resolution(tmp_path, capsys):
+  from vit_jax.checkpoints import load, vit_npz
+  pre = tmp_path / 'pre'
+  train.train_and_evaluate(tiny_mnist_config(total_steps=3, eval_every=0,
+                                             **{'optimizer.warmup_steps': 1}), str(pre))
+  npz = tmp_path / 'pre.npz'
+  vit_npz.write(str(npz), load.read(str(pre / 'checkpoints' / '3'))[1])
+  for source, variant in ((str(pre / 'checkpoints' / '3'), ''), (str(npz), 'mu/8')):
+    c = tiny_mnist_config(total_steps=2, eval_every=0, **{'optimizer.warmup_steps': 1,
+                                                          'dataset.image_size': 24})
+    c.model.variant, c.init_from = variant, source
+    if not variant:  # read off the checkpoint instead
+      c.model.update(width=None, depth=None, mlp_dim=None, num_heads=None)
+    result = train.train_and_evaluate(c, str(tmp_path / f'ft_{bool(variant)}'))
+    err = capsys.readouterr().err
+    assert result['step'] == 2 and np.isfinite(result['eval_loss'])
+    assert f'load_pretrained: ' in err and source in err
+    assert ('model from' in err) == (not variant)
+  # A file that does not exist is a config error, before anything compiles.
+  c = tiny_mnist_config()
+  c.init_from = str(tmp_path / 'nope.npz')
+  with pytest.raises(ConfigError, match=r"init_from=.*nope.npz' does not exist"):
+    check_config(c)

@@ -27,13 +27,20 @@ def main(argv):
   from vit_jax import train  # after flag parsing: keeps --help fast
   try:
     result = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except train.validate.ConfigError as e:
+  except (train.validate.ConfigError, train.ckpt.CheckpointError) as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
+  except train.NonFiniteLossError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(3)
   if train.jax.process_index() == 0:
     acc = result.get('eval_accuracy')
-    print(f'done: step {result["step"]}, eval accuracy '
-          f'{acc:.4f}' if acc is not None else f'done: step {result["step"]}', file=sys.stderr)
+    if result['preempted']:
+      print(f'preempted at step {result["step"]}: checkpoint saved; rerun the same command '
+            'to resume', file=sys.stderr)
+    else:
+      print(f'done: step {result["step"]}' + (f', eval accuracy {acc:.4f}' if acc is not None
+                                              else ''), file=sys.stderr)
     print(f'checkpoints: {result["checkpoint_dir"]}\nmetrics: {result["metrics_file"]} '
           f'(TensorBoard: {os.path.join(_WORKDIR.value, "tensorboard")})', file=sys.stderr)
     print(json.dumps(result))

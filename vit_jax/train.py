@@ -5,18 +5,22 @@ update step -> evaluator -> loop. The same code runs on 1 CPU or every device of
 host: arrays are global `jax.Array`s on a 1-D 'data' mesh and every step is one `jax.jit`.
 """
 
-import functools
+import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 
 from vit_jax import data, metrics, optim, sharding, validate
+from vit_jax.checkpoints import load
 from vit_jax.checkpoints import train_state as ckpt
 from vit_jax.models import get_model
 
@@ -95,10 +99,16 @@ def make_train_step(model, tx, schedule, config, num_classes: int, mesh):
       logits = logits.swapaxes(0, 1).reshape(-1, num_classes)
 
     updates, opt_state = tx.update(grads, state['opt_state'], params)
-    new_state = dict(step=step + 1, params=optax.apply_updates(params, updates),
-                     opt_state=opt_state)
+    grad_norm = global_norm(grads)
+    # A non-finite loss or gradient never reaches the state: the update is dropped (the
+    # host then stops or carries on, per config.nonfinite), so every saved state is good.
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
+    new_state = dict(step=step + 1, params=keep(optax.apply_updates(params, updates), params),
+                     opt_state=keep(opt_state, state['opt_state']))
     out = dict(loss=loss, accuracy=jnp.mean(jnp.argmax(logits, -1) == int_labels),
-               grad_norm=global_norm(grads), learning_rate=schedule(step))
+               grad_norm=grad_norm, learning_rate=schedule(step),
+               nonfinite=1.0 - finite.astype(jnp.float32))
     return new_state, out
 
   return train_step
@@ -126,18 +136,80 @@ def evaluate(eval_step, params, config, mesh) -> dict:
               examples=totals['count'])
 
 
+class NonFiniteLossError(FloatingPointError):
+  pass
+
+
+def check_finite(step: int, flag, config, log):
+  """Stops the run at a non-finite loss/gradient (state and checkpoints stay good), or
+  logs and carries on when config.nonfinite == 'skip'."""
+  if float(jax.device_get(flag)) == 0:
+    return
+  if config.nonfinite == 'skip':
+    log(f'step {step}: non-finite loss or gradient; update skipped (config.nonfinite=skip)')
+    return
+  raise NonFiniteLossError(
+      f'step {step}: the loss or gradient is not finite; the update was dropped and the run '
+      'stopped. The last checkpoint in the workdir is intact. Lower the learning rate, '
+      'check the data, or set --config.nonfinite=skip to skip such steps.')
+
+
+@contextlib.contextmanager
+def preemption_guard():
+  """While active, SIGTERM / SIGINT ask the loop to save and stop instead of killing it.
+
+  Yields a function returning True once a stop was requested (agreed across processes, so
+  every host saves the same step). A second SIGINT interrupts at once.
+  """
+  requested = threading.Event()
+  def handler(signum, frame):
+    del frame
+    if signum == signal.SIGINT and requested.is_set():
+      raise KeyboardInterrupt
+    requested.set()
+  installed = threading.current_thread() is threading.main_thread()
+  previous = {}
+  if installed:
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      previous[sig] = signal.signal(sig, handler)
+  def stop_requested() -> bool:
+    if jax.process_count() == 1:
+      return requested.is_set()
+    flags = multihost_utils.process_allgather(np.array(requested.is_set()))
+    return bool(np.any(flags))
+  try:
+    yield stop_requested
+  finally:
+    for sig, h in previous.items():
+      signal.signal(sig, h)
+
+
+def model_from_checkpoint(config):
+  """Fills config.model from the shapes in config.init_from (when no variant is given)."""
+  inferred = load.infer_variant(load.read(config.init_from)[1])
+  if inferred['variant']:
+    config.model.variant = inferred['variant']
+  else:  # not a named size: the nearest name for the patch, with explicit dimensions
+    config.model.variant = f'mu/{inferred["patch_size"]}'
+    config.model.update({k: inferred[k] for k in ('width', 'depth', 'mlp_dim', 'num_heads')})
+  config.model.classifier = inferred['classifier']
+  config.model.representation_size = inferred['representation_size']
+  if inferred['posemb'] == 'learn':
+    config.model.posemb = 'learn'
+  log(f'model from {config.init_from}: variant {config.model.variant}, classifier '
+      f'{inferred["classifier"]}, width {inferred["width"]}, depth {inferred["depth"]}')
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains, evaluates and checkpoints in `workdir`; resumes from its latest checkpoint.
 
   Returns the final metrics: step, eval accuracy and loss, training wall time.
   """
   # ---- Config checks: every error before anything compiles. ----
+  if config.init_from and not config.model.variant:
+    model_from_checkpoint(config)
   info = validate.check_config(config)
   config_json = json.loads(config.to_json_best_effort())
-  if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      json.dump(config_json, f, indent=2)
 
   # ---- Mesh. ----
   mesh = sharding.make_mesh()
@@ -163,17 +235,27 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   # ---- Checkpoint restore (or fresh init). ----
   mgr = ckpt.manager(workdir, keep=config.keep_checkpoints)
-  latest = mgr.latest_step()
-  if latest is not None:
-    abstract_sharded = jax.tree.map(
-        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract,
-        state_sharding)
-    state, _ = ckpt.restore(mgr, latest, abstract_sharded)
+  abstract_sharded = jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_sharding)
+  state, latest = ckpt.restore_latest(mgr, abstract_sharded, log=log)
+  if state is not None:
     log(f'resumed from {mgr.directory}/{latest} (step {latest})')
   else:
     init_rng = jax.random.fold_in(jax.random.key(config.seed), 2 ** 31 - 1)
     state = jax.jit(init_state, out_shardings=state_sharding)(init_rng)
+    if config.init_from:  # fine-tuning: pre-trained weights, fresh optimiser state
+      # Concrete init params keep e.g. head_bias_init in a replaced head; an FSDP state
+      # spread over hosts is not fetchable, so there shapes stand in for it.
+      init = (jax.device_get(state['params']) if jax.process_count() == 1
+              else abstract['params'])
+      params = jax.device_put(load.load_pretrained(config.init_from, init, log=log),
+                              state_sharding['params'])
+      state = jax.jit(lambda p: dict(step=jnp.zeros((), jnp.int32), params=p,
+                                     opt_state=tx.init(p)), out_shardings=state_sharding)(params)
   start_step = int(jax.device_get(state['step']))
+  if jax.process_index() == 0:  # only now: a workdir of another model is left untouched
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      json.dump(config_json, f, indent=2)
 
   # ---- Input: a pure function of (seed, step), so resuming needs only the step. ----
   train_iter = data.train_iterator(config.dataset, global_batch_size=config.batch_size,
@@ -190,34 +272,49 @@ def train_and_evaluate(config, workdir: str) -> dict:
   # ---- Loop. ----
   writer = metrics.MetricWriter(workdir, config.total_steps, jax.process_index() == 0)
   every = lambda n, step: n and step % n == 0  # noqa: E731
-  result = dict(step=start_step)
+  result = dict(step=start_step, preempted=False)
   t_start, t_log, step_log = time.time(), time.time(), start_step
-  for step in range(start_step + 1, config.total_steps + 1):
-    batch = next(train_iter)
-    state, train_metrics = train_step(state, batch)
-    if step == start_step + 1:
-      jax.block_until_ready(train_metrics)
-      log(f'first step compiled and ran in {time.time() - t_start:.1f}s')
-      t_log, step_log = time.time(), step
-    if every(config.log_every, step) or step == config.total_steps:
-      values = jax.device_get(train_metrics)
-      dt = time.time() - t_log
-      if step > step_log:
-        values['images_per_sec'] = (step - step_log) * config.batch_size / max(dt, 1e-9)
-      t_log, step_log = time.time(), step
-      writer.write(step, 'train', values)
-      writer.progress(step, {k: values[k] for k in ('loss', 'accuracy', 'learning_rate')})
-    if every(config.eval_every, step) or step == config.total_steps:
-      ev = evaluate(eval_step, state['params'], config, mesh)
-      writer.write(step, 'eval', ev)
-      log(f'eval at step {step}: accuracy {ev["accuracy"]:.4f}, loss {ev["loss"]:.4f} '
-          f'({int(ev["examples"])} examples)')
-      result.update({f'eval_{k}': v for k, v in ev.items()})
-    if every(config.checkpoint_every, step) or step == config.total_steps:
-      ckpt.save(mgr, step, state, config_json)
-    result['step'] = step
+  pending = None  # (step, its non-finite flag): read one step late, keeping one in flight
+  try:
+    with preemption_guard() as stop_requested:
+      for step in range(start_step + 1, config.total_steps + 1):
+        batch = next(train_iter)
+        state, train_metrics = train_step(state, batch)
+        if step == start_step + 1:
+          jax.block_until_ready(train_metrics)
+          log(f'first step compiled and ran in {time.time() - t_start:.1f}s')
+          t_log, step_log = time.time(), step
+        if pending is not None:
+          check_finite(*pending, config, log)
+        pending = (step, train_metrics['nonfinite'])
+        if every(config.log_every, step) or step == config.total_steps:
+          values = jax.device_get(train_metrics)
+          dt = time.time() - t_log
+          if step > step_log:
+            values['images_per_sec'] = (step - step_log) * config.batch_size / max(dt, 1e-9)
+          t_log, step_log = time.time(), step
+          writer.write(step, 'train', values)
+          writer.progress(step, {k: values[k] for k in ('loss', 'accuracy', 'learning_rate')})
+        if every(config.eval_every, step) or step == config.total_steps:
+          ev = evaluate(eval_step, state['params'], config, mesh)
+          writer.write(step, 'eval', ev)
+          log(f'eval at step {step}: accuracy {ev["accuracy"]:.4f}, loss {ev["loss"]:.4f} '
+              f'({int(ev["examples"])} examples)')
+          result.update({f'eval_{k}': v for k, v in ev.items()})
+        result['step'] = step
+        preempted = stop_requested()
+        if every(config.checkpoint_every, step) or step == config.total_steps or preempted:
+          check_finite(*pending, config, log)  # never save after an unnoticed bad step
+          ckpt.save(mgr, step, state, config_json)
+        if preempted:
+          log(f'stop requested (signal): saved a checkpoint at step {step}; rerun the same '
+              'command to resume from it')
+          result['preempted'] = True
+          break
+  finally:  # also on errors: stop the input thread, finish pending saves
+    train_iter.close()
+    mgr.wait_until_finished()
 
-  train_iter.close()  # stops the input thread
   if start_step >= config.total_steps:  # already finished: report the final evaluation
     ev = evaluate(eval_step, state['params'], config, mesh)
     result.update({f'eval_{k}': v for k, v in ev.items()})

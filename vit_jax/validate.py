@@ -4,6 +4,8 @@
 the bad value, what was expected and the fix.
 """
 
+import os
+
 import jax
 
 from configs import common
@@ -73,6 +75,8 @@ def check_config(config) -> 'data.DatasetInfo':
     errors.append(f'label_smoothing={config.label_smoothing}; expected [0, 1).')
   if config.mixup_alpha < 0:
     errors.append(f'mixup_alpha={config.mixup_alpha}; expected >= 0 (0 = off).')
+  if config.nonfinite not in ('stop', 'skip'):
+    errors.append(f"nonfinite={config.nonfinite!r}; expected 'stop' or 'skip'.")
   if config.sharding not in sharding.STRATEGIES:
     errors.append(f'sharding={config.sharding!r}; expected one of {sharding.STRATEGIES}.')
   if config.grad_accum_steps < 1:
@@ -85,6 +89,9 @@ def check_config(config) -> 'data.DatasetInfo':
           f'batch_size={config.batch_size} must be divisible by device count '
           f'({jax.device_count()}) x grad_accum_steps ({config.grad_accum_steps}) = {unit}: '
           f'use --config.batch_size={fix}.')
+  if config.init_from and not os.path.exists(config.init_from):
+    errors.append(f'init_from={config.init_from!r} does not exist: give the path of a .npz '
+                  '(vit_jax or big_vision) or of a WORKDIR/checkpoints/STEP directory.')
   info = None
   try:
     info = data.get_info(d)  # also checks num_classes, crops and RandAugment settings

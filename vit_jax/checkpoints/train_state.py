@@ -4,12 +4,21 @@ A checkpoint holds the whole train state (step, params, optimiser state) and, as
 config that made it. The data position needs no saving: the input order is a function of
 (seed, step), so resuming at step s reads exactly what an uninterrupted run reads.
 Saves are asynchronous and atomic (orbax writes to a temporary directory and renames), so a
-crash mid-save never leaves a checkpoint that is picked up half-written.
+kill mid-save never leaves a checkpoint that is picked up half-written. A checkpoint that
+is unreadable all the same (a truncated file, a disk error) is moved aside, never deleted,
+and the previous one is used.
 """
 
 import os
+import time
 
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
+
+
+class CheckpointError(RuntimeError):
+  pass
 
 
 def manager(workdir: str, *, keep: int) -> ocp.CheckpointManager:
@@ -18,7 +27,8 @@ def manager(workdir: str, *, keep: int) -> ocp.CheckpointManager:
                                          enable_async_checkpointing=True)
   return ocp.CheckpointManager(
       os.path.abspath(os.path.join(workdir, 'checkpoints')), options=options,
-      item_names=('state', 'config'))
+      item_handlers={'state': ocp.StandardCheckpointHandler(),
+                     'config': ocp.JsonCheckpointHandler()})
 
 
 def save(mgr: ocp.CheckpointManager, step: int, state, config_json: dict):
@@ -27,8 +37,74 @@ def save(mgr: ocp.CheckpointManager, step: int, state, config_json: dict):
       state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(config_json)), force=True)
 
 
-def restore(mgr: ocp.CheckpointManager, step: int, abstract_state):
-  """Restores the state at `step` with the shardings and dtypes of `abstract_state`."""
-  restored = mgr.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(abstract_state), config=ocp.args.JsonRestore()))
-  return restored['state'], restored['config']
+def _param_shapes(tree) -> dict:
+  flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, 'shape'))[0]
+  return {'/'.join(str(getattr(k, 'key', k)) for k in path): tuple(x.shape) for path, x in flat}
+
+
+def check_same_model(mgr: ocp.CheckpointManager, step: int, abstract_params):
+  """Raises CheckpointError if the checkpoint at `step` holds a different model's params."""
+  saved = _param_shapes(mgr.item_metadata(step)['state']['params'])
+  wanted = _param_shapes(abstract_params)
+  diffs = [f'{k}: {saved.get(k, "missing")} in the checkpoint, {wanted.get(k, "missing")} '
+           'in this config' for k in sorted(set(saved) | set(wanted))
+           if saved.get(k) != wanted.get(k)]
+  if diffs:
+    shown = '\n  '.join(diffs[:10]) + (f'\n  ... and {len(diffs) - 10} more' if len(diffs) > 10
+                                       else '')
+    raise CheckpointError(
+        f'{mgr.directory} holds a checkpoint (step {step}) of a different model:\n  {shown}\n'
+        'Nothing was overwritten. Use a new --workdir, or the config that made it '
+        '(WORKDIR/config.json).')
+
+
+def _quarantine(mgr: ocp.CheckpointManager, step: int) -> str:
+  """Moves an unreadable checkpoint aside (kept for inspection) so it is never reused."""
+  src = os.path.join(str(mgr.directory), str(step))
+  dst = f'{src}.unreadable-{int(time.time())}'
+  if jax.process_index() == 0 and os.path.exists(src):
+    os.rename(src, dst)
+  mgr.reload()
+  return dst
+
+
+def restore_latest(mgr: ocp.CheckpointManager, abstract_state, log=print):
+  """Restores the newest readable checkpoint with the shardings/dtypes of `abstract_state`.
+
+  Returns (state, step), or (None, None) when the workdir has no checkpoint. A different
+  model raises CheckpointError; an unreadable checkpoint is moved aside with a message and
+  the previous one is tried.
+  """
+  for step in sorted(mgr.all_steps(), reverse=True):
+    try:
+      check_same_model(mgr, step, abstract_state['params'])
+      restored = mgr.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state), config=ocp.args.JsonRestore()))
+      state = restored['state']
+      jax.block_until_ready(state)
+      return state, step
+    except CheckpointError:
+      raise
+    except Exception as e:  # noqa: BLE001 - any read failure means this one is unusable
+      where = os.path.join(str(mgr.directory), str(step))
+      moved = _quarantine(mgr, step)
+      log(f'checkpoint {where} is unreadable ({type(e).__name__}: {str(e)[:200]}); moved '
+          f'it to {moved} and trying the previous one')
+  return None, None
+
+
+def restore_params(path: str):
+  """Params of one saved step directory (WORKDIR/checkpoints/STEP), as numpy arrays."""
+  state_dir = os.path.join(os.path.abspath(path), 'state')
+  if not os.path.isdir(state_dir):
+    raise CheckpointError(f'{path} is not a vit_jax train-state checkpoint (no state/ '
+                          'inside); expected WORKDIR/checkpoints/STEP.')
+  try:
+    state = ocp.StandardCheckpointer().restore(state_dir)
+  except Exception as e:  # noqa: BLE001
+    raise CheckpointError(f'cannot read checkpoint {state_dir}: {e}') from e
+  return jax.tree.map(np.asarray, state['params'])
+
+
+__all__ = ['CheckpointError', 'manager', 'save', 'check_same_model', 'restore_latest',
+           'restore_params']

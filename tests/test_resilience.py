@@ -1,0 +1,103 @@
+"""Runs survive preemption, broken checkpoints, non-finite losses and the wrong workdir."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from vit_jax import train
+from vit_jax.checkpoints.train_state import CheckpointError
+
+from conftest import REPO, SHARED
+from test_train import tiny_mnist_config
+
+
+def test_sigterm_saves_at_the_current_step_and_the_rerun_resumes(tmp_path):
+  workdir = tmp_path / 'run'
+  cmd = [sys.executable, '-m', 'vit_jax.main', '--config=configs/finetune.py:mu/8,mnist',
+         f'--workdir={workdir}', '--config.dataset.image_size=16',
+         f'--config.dataset.data_dir={SHARED / "tfds"}', '--config.dataset.eval_split=test[:64]',
+         '--config.model.width=32', '--config.model.depth=1', '--config.model.mlp_dim=64',
+         '--config.model.num_heads=2', '--config.batch_size=16', '--config.total_steps=100000',
+         '--config.optimizer.warmup_steps=1', '--config.log_every=1', '--config.eval_every=0',
+         '--config.checkpoint_every=0']
+  env = dict(os.environ, PYTHONPATH=str(REPO))
+  proc = subprocess.Popen(cmd, cwd=REPO, env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE,
+                          text=True)
+  for line in proc.stderr:  # wait until training is under way
+    if line.startswith('step 20/'):
+      break
+  proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=120)
+  assert proc.returncode == 0, err[-2000:]
+  step = json.loads(out)['step']
+  assert 20 <= step < 100000 and f'preempted at step {step}' in err
+  assert os.listdir(workdir / 'checkpoints') == [str(step)]
+  # The same command resumes there (with a finite end this time, to finish quickly).
+  cmd[cmd.index('--config.total_steps=100000')] = f'--config.total_steps={step + 2}'
+  rerun = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert rerun.returncode == 0, rerun.stderr[-2000:]
+  assert f'resumed from {workdir / "checkpoints"}/{step} (step {step})' in rerun.stderr
+  assert json.loads(rerun.stdout)['step'] == step + 2
+
+
+def _flat_finite(params):
+  return all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(params))
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+  c = tiny_mnist_config(total_steps=6, checkpoint_every=1, eval_every=0)
+  c.optimizer.update(name='sgd', learning_rate=1e20, warmup_steps=0, grad_clip_norm=0.0)
+  with pytest.raises(train.NonFiniteLossError, match=r'step (\d+): the loss or gradient is '
+                     r'not finite.*--config.nonfinite=skip'):
+    train.train_and_evaluate(c, str(tmp_path / 'stop'))
+  saved = sorted(int(s) for s in os.listdir(tmp_path / 'stop' / 'checkpoints'))
+  assert saved and saved[-1] < 6
+  last = ocp.StandardCheckpointer().restore(
+      (tmp_path / 'stop' / 'checkpoints' / str(saved[-1]) / 'state').resolve())
+  assert _flat_finite(last['params'])
+  # With nonfinite=skip the run completes, every bad update dropped.
+  c.nonfinite = 'skip'
+  result = train.train_and_evaluate(c, str(tmp_path / 'skip'))
+  assert result['step'] == 6
+  final = ocp.StandardCheckpointer().restore(
+      (tmp_path / 'skip' / 'checkpoints' / '6' / 'state').resolve())
+  assert _flat_finite(final['params'])
+
+
+def test_workdir_of_a_different_model_is_a_clear_error_and_untouched(tmp_path):
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(tiny_mnist_config(total_steps=2, eval_every=0,
+                                            **{'optimizer.warmup_steps': 1}), workdir)
+  before = {p: os.path.getmtime(os.path.join(workdir, p)) for p in ('config.json', 'checkpoints')}
+  other = tiny_mnist_config(total_steps=4, eval_every=0, **{'model.width': 48})
+  with pytest.raises(CheckpointError, match=r"(?s)holds a checkpoint \(step 2\) of a different "
+                     r"model:\n  Transformer/encoder_norm/bias: \(32,\) in the checkpoint, \(48,\) in this config.*Nothing was "
+                     r"overwritten"):
+    train.train_and_evaluate(other, workdir)
+  after = {p: os.path.getmtime(os.path.join(workdir, p)) for p in before}
+  assert before == after and os.listdir(os.path.join(workdir, 'checkpoints')) == ['2']
+
+
+def test_unreadable_checkpoint_is_moved_aside_and_the_previous_one_used(tmp_path, capsys):
+  workdir = tmp_path / 'run'
+  train.train_and_evaluate(tiny_mnist_config(total_steps=4, checkpoint_every=2, eval_every=0),
+                           str(workdir))
+  for root, _, files in os.walk(workdir / 'checkpoints' / '4' / 'state'):
+    for f in files:  # truncate every file of the newest checkpoint
+      with open(os.path.join(root, f), 'r+b') as fh:
+        fh.truncate(max(os.path.getsize(os.path.join(root, f)) // 3, 1))
+  result = train.train_and_evaluate(
+      tiny_mnist_config(total_steps=6, checkpoint_every=2, eval_every=0), str(workdir))
+  err = capsys.readouterr().err
+  assert 'checkpoints/4 is unreadable' in err and 'resumed from' in err and '(step 2)' in err
+  assert result['step'] == 6
+  names = os.listdir(workdir / 'checkpoints')
+  assert {'2', '4', '6'} <= set(names) and any(n.startswith('4.unreadable-') for n in names)
