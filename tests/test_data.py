@@ -1,4 +1,5 @@
 """Input pipeline tests on the real data in ../shared (no downloads)."""
+import io
 import json
 import os
 import subprocess
@@ -226,3 +227,108 @@ def test_global_batch_is_independent_of_device_count():
   result = json.loads(proc.stdout.strip().splitlines()[-1])
   assert result['equal'] and (result['shards1'], result['shards2'], result['shards8']) == (1, 2, 8)
   assert 'global_batch_size=12 is not divisible by the mesh "data" axis size 8' in result['error']
+
+
+def _jpeg(image, **kwargs):
+  buffer = io.BytesIO()
+  image.save(buffer, 'JPEG', **kwargs)
+  return buffer.getvalue()
+
+
+def write_hostile_folder(root):
+  """train/{a,b}/: convertible images of uniform colour (name -> expected RGB) and
+  hostile files (name -> reason shown in the log); one of each kind from the issue."""
+  a, b = root / 'train' / 'a', root / 'train' / 'b'
+  a.mkdir(parents=True), b.mkdir(parents=True)
+  noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), np.uint8))
+  photo = _jpeg(noise)
+  good = {  # file -> RGB it must decode to (JPEGs within a few levels)
+      'a/cmyk.jpg': (0, 255, 255), 'a/gray16.png': (255, 255, 255),
+      'a/gray16_half.png': (128, 128, 128), 'a/rgb16.png': (255, 128, 0),
+      'a/palette.png': (200, 10, 10), 'a/rgba.png': (10, 20, 30), 'a/la.png': (99, 99, 99),
+      'a/rgba.webp': (40, 50, 60), 'b/rgb.jpg': (250, 120, 5), 'b/gray.jpeg': (77, 77, 77)}
+  Image.new('CMYK', (8, 8), (255, 0, 0, 0)).save(a / 'cmyk.jpg')  # pure cyan ink
+  Image.fromarray(np.full((8, 8), 65535, np.uint16)).save(a / 'gray16.png')  # mode I;16
+  Image.fromarray(np.full((8, 8), 32768, np.uint16)).save(a / 'gray16_half.png')
+  rgb16 = np.broadcast_to(np.array([65535, 32768, 0], np.uint16), (8, 8, 3))
+  (a / 'rgb16.png').write_bytes(tf.io.encode_png(tf.constant(rgb16)).numpy())  # PIL can't
+  palette = Image.new('P', (8, 8), 0)
+  palette.putpalette([200, 10, 10] * 256)
+  palette.save(a / 'palette.png')
+  Image.new('RGBA', (8, 8), (10, 20, 30, 40)).save(a / 'rgba.png')
+  Image.new('LA', (8, 8), (99, 50)).save(a / 'la.png')
+  Image.new('RGBA', (8, 8), (40, 50, 60, 128)).save(a / 'rgba.webp', lossless=True)
+  (b / 'rgb.jpg').write_bytes(_jpeg(Image.new('RGB', (8, 8), good['b/rgb.jpg']), quality=95))
+  Image.new('L', (8, 8), 77).save(b / 'gray.jpeg')
+  bad = {'a/truncated.jpg': 'truncated JPEG', 'a/empty.jpg': 'empty file',
+         'a/text.jpg': 'not an image', 'b/garbage.jpg': 'not an image',
+         'b/corrupt_middle.jpg': 'corrupt JPEG', 'b/header_only.png': 'not an image',
+         'a/notes.txt': 'not an image file name', 'b/.DS_Store': 'hidden file'}
+  (a / 'truncated.jpg').write_bytes(photo[:len(photo) // 2])
+  (a / 'empty.jpg').write_bytes(b'')
+  (a / 'text.jpg').write_text('this is not a JPEG\n')
+  (b / 'garbage.jpg').write_bytes(np.random.default_rng(1).bytes(3000))
+  half = len(photo) // 2  # intact header and end marker, broken entropy data
+  (b / 'corrupt_middle.jpg').write_bytes(photo[:half] + b'\xff\x3f' * 8 + photo[half + 16:])
+  (b / 'header_only.png').write_bytes((a / 'la.png').read_bytes()[:40])
+  (a / 'notes.txt').write_text('not an image')
+  (b / '.DS_Store').write_bytes(b'\x00\x00\x00\x01Bud1' + bytes(100))
+  return good, bad
+
+
+def test_folder_hostile_files_are_converted_or_skipped_and_logged(tmp_path, capsys):
+  good, bad = write_hostile_folder(tmp_path)
+  cfg = make_cfg(source='folder', path=str(tmp_path), eval_split='train', num_classes=2,
+                 image_size=8, randaugment='')
+  info = data.get_info(cfg)
+  assert (info.num_train, info.num_eval) == (len(good), len(good))
+  log = capsys.readouterr().err
+  assert log.count('files skipped') == 1  # validated once per folder, cached after
+  line = next(l for l in log.splitlines() if 'files skipped' in l)
+  assert f'{tmp_path.name}/train: {len(bad)} of {len(good) + len(bad)} files skipped' in line
+  for name in ('a/truncated.jpg (truncated JPEG)', 'a/empty.jpg (empty file)',
+               'a/text.jpg (not an image)', 'b/garbage.jpg (not an image)',
+               'b/corrupt_middle.jpg (corrupt JPEG'):
+    assert name in line, line
+  # Eval: every convertible file exactly once, in sorted order, with the right colours.
+  batches = list(data.local_eval_batches(cfg, global_batch_size=4))
+  mask = np.concatenate([b['mask'] for b in batches])
+  images = np.concatenate([b['image'] for b in batches])[mask == 1]
+  labels = np.concatenate([b['label'] for b in batches])[mask == 1]
+  assert mask.sum() == len(good) and -1 <= images.min() and images.max() <= 1
+  names = sorted(good)
+  np.testing.assert_array_equal(labels, [n.startswith('b/') for n in names])
+  rgb = (images.mean(axis=(1, 2)) + 1) * 127.5
+  for name, got in zip(names, rgb):
+    tolerance = 6 if name.endswith(('.jpg', '.jpeg')) else 0.5
+    np.testing.assert_allclose(got, good[name], atol=tolerance, err_msg=name)
+  # Training runs through more than an epoch of the survivors without error.
+  for batch in take(data.local_train_batches(cfg, global_batch_size=4, seed=0), 4):
+    assert_valid_batch(batch, 4, 8, num_classes=2)
+  assert 'files skipped' not in capsys.readouterr().err
+
+
+def test_sixteen_bit_png_is_scaled_not_truncated(tmp_path):
+  values = np.array([[0, 256, 32768, 65535]], np.uint16)
+  Image.fromarray(values).save(tmp_path / 'g.png')
+  assert Image.open(tmp_path / 'g.png').mode == 'I;16'
+  decoded = sources.decode_image_file(str(tmp_path / 'g.png')).numpy()
+  np.testing.assert_array_equal(decoded[0, :, 0], [0, 1, 128, 255])
+  assert decoded.dtype == np.uint8 and (decoded[..., 0] == decoded[..., 2]).all()
+
+
+def test_folder_whose_files_are_all_broken_names_it(tmp_path):
+  good, _ = write_hostile_folder(tmp_path)
+  for name in good:  # class b keeps only its broken files (and a .DS_Store)
+    if name.startswith('b/'):
+      (tmp_path / 'train' / name).unlink()
+  cfg = make_cfg(source='folder', path=str(tmp_path), eval_split='train', num_classes=2)
+  with pytest.raises(ValueError, match=r"class folder .*train/b has no readable image.*"
+                                       r"corrupt_middle\.jpg \(corrupt JPEG"):
+    data.get_info(cfg)
+  (tmp_path / 'all_bad' / 'train' / 'x').mkdir(parents=True)
+  (tmp_path / 'all_bad' / 'train' / 'x' / 'a.jpg').write_bytes(b'')
+  (tmp_path / 'all_bad' / 'train' / 'x' / 'b.png').write_text('no')
+  with pytest.raises(ValueError, match=r'all_bad/train/x has no readable image: all 2 '):
+    data.get_info(make_cfg(source='folder', path=str(tmp_path / 'all_bad'), num_classes=1,
+                           eval_split='train'))

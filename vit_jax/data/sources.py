@@ -6,10 +6,13 @@ stream (`TfdsStream`) and are handled separately in `pipeline.py`.
 """
 import dataclasses
 import functools
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import tensorflow_datasets as tfds
+from PIL import Image
 
 from vit_jax.data.tf_cpu import tf
 
@@ -19,16 +22,61 @@ IN_MEMORY_MAX_BYTES = 1 << 30
 
 
 def decode_image_bytes(data):
-  """Encoded JPEG/PNG/BMP/GIF/WebP bytes -> uint8 (H, W, 3); gray and RGBA become RGB."""
-  image = tf.io.decode_image(data, channels=3, expand_animations=False)
+  """Encoded JPEG/PNG/BMP/GIF/WebP bytes -> uint8 (H, W, 3).
+
+  Gray, gray+alpha, palette and RGBA become RGB (alpha dropped); CMYK JPEGs are
+  converted to RGB; 16-bit PNGs are scaled to 8 bits (65535 -> 255, 32768 -> 128),
+  not truncated; an animated GIF/WebP gives its first frame. TF refuses channels=3
+  for a WebP with alpha, so WebP is decoded with its own channels and cut to RGB."""
+  head = tf.strings.substr(data + b'\0' * 12, 0, 12)  # padded: substr fails past the end
+  is_webp = tf.logical_and(tf.strings.substr(head, 0, 4) == b'RIFF',
+                           tf.strings.substr(head, 8, 4) == b'WEBP')
+  image = tf.cond(
+      is_webp,
+      lambda: tf.io.decode_image(data, channels=0, expand_animations=False)[..., :3],
+      lambda: tf.io.decode_image(data, channels=3, expand_animations=False))
   image.set_shape([None, None, 3])
   return image
 
 
 def decode_image_file(path):
-  """Reads and decodes one image file. The single place that touches file contents,
-  so handling of corrupt files belongs here."""
+  """Reads and decodes one image file. Folder sources only hold files that
+  `_decodable` checked with this same function, so it does not fail mid-training."""
   return decode_image_bytes(tf.io.read_file(path))
+
+
+def _decodable(paths):
+  """Boolean mask: which of `paths` decode_image_file turns into a non-empty (H, W, 3)
+  image. Decodes every file once with the pipeline's own decoder (in parallel, ~1 ms per
+  224px JPEG per core), so what passes here cannot fail inside training; a cheaper
+  header check would miss e.g. a JPEG with corrupt entropy data but an intact end."""
+  ok = np.zeros(len(paths), bool)
+  if not paths:
+    return ok
+  ds = tf.data.Dataset.from_tensor_slices((np.arange(len(paths)), np.asarray(paths, object)))
+  ds = ds.map(lambda i, path: (i, tf.shape(decode_image_file(path))),
+              num_parallel_calls=tf.data.AUTOTUNE, deterministic=False).ignore_errors()
+  for i, shape in ds.as_numpy_iterator():
+    ok[i] = shape.shape == (3,) and shape[2] == 3 and shape[0] > 0 and shape[1] > 0
+  return ok
+
+
+def _why_unreadable(path):
+  """A few words on why a file that failed `_decodable` is not a usable image."""
+  fmt = None
+  try:
+    if os.path.getsize(path) == 0:
+      return 'empty file'
+    with Image.open(path) as image:
+      fmt, mode = image.format, image.mode
+      image.load()
+  except Image.UnidentifiedImageError:
+    return 'not an image'
+  except Exception as e:  # pylint: disable=broad-except  (PIL raises many kinds)
+    if fmt is None:
+      return f'unreadable: {e}'
+    return f'truncated {fmt}' if 'truncated' in str(e).lower() else f'corrupt {fmt}: {e}'
+  return f'{fmt} ({mode}) that TensorFlow cannot decode; convert it to PNG or JPEG'
 
 
 class ArraySource:
@@ -127,10 +175,30 @@ def _array_split(source, split):
 
 
 # ---------------------------------------------------------------- folders
-def _images_in(folder):
-  return sorted(str(f) for f in folder.iterdir()  # '.' files: e.g. macOS '._x.jpg' metadata
-                if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
-                and not f.name.startswith('.'))
+# How many unusable files the log line and errors name.
+MAX_EXAMPLES = 5
+
+
+def _list_class(folder):
+  """(files named like images, [(other file, reason)]) of one class folder."""
+  images, others = [], []
+  for f in sorted(folder.iterdir()):
+    if not f.is_file():
+      continue
+    if f.name.startswith('.'):  # e.g. .DS_Store, macOS '._x.jpg' metadata
+      others.append((f, 'hidden file'))
+    elif f.suffix.lower() not in IMAGE_EXTENSIONS:
+      others.append((f, 'not an image file name'))
+    else:
+      images.append(f)
+  return images, others
+
+
+def _examples(bad, folder):
+  """'cls/a.jpg (truncated JPEG), ...' for the first few (path, reason or None)."""
+  shown = [f'{f.relative_to(folder)} ({why or _why_unreadable(f)})'
+           for f, why in bad[:MAX_EXAMPLES]]
+  return ', '.join(shown) + (', ...' if len(bad) > MAX_EXAMPLES else '')
 
 
 @functools.lru_cache(maxsize=8)
@@ -162,20 +230,41 @@ def _class_folders(root, split):
 
 @functools.lru_cache(maxsize=8)
 def _folder_split(path, split, class_names):
+  """Lists and validates the split's files once per process (cached): every file is
+  decoded once; unusable ones are dropped and counted in one line on stderr."""
   root = Path(path)
+  folder = root / split
   classes = _class_folders(root, split)
   unknown = sorted(set(classes) - set(class_names))
   if unknown:
-    raise ValueError(f'{root / split} has class folders {unknown} that the train split lacks; '
+    raise ValueError(f'{folder} has class folders {unknown} that the train split lacks; '
                      f'every {split} class must also be a train class.')
-  paths, labels = [], []
+  listed = {name: _list_class(folder / name) for name in classes}
+  candidates = [f for name in classes for f in listed[name][0]]
+  ok = iter(_decodable([str(f) for f in candidates]))
+  paths, labels, undecodable, others, total = [], [], [], [], 0
   for name in classes:
-    files = _images_in(root / split / name)
-    paths += files
-    labels += [class_names.index(name)] * len(files)
+    images, other = listed[name]
+    flags = [next(ok) for _ in images]
+    good = [f for f, k in zip(images, flags) if k]
+    bad = [(f, None) for f, k in zip(images, flags) if not k]
+    total += len(images) + len(other)
+    if not good and (bad or any(why != 'hidden file' for _, why in other)):
+      raise ValueError(
+          f'class folder {folder / name} has no readable image: all {len(images) + len(other)} '
+          f'of its files are unusable: {_examples(bad + other, folder)}. Replace or remove '
+          'the broken files (or the class folder).')
+    paths += map(str, good)
+    labels += [class_names.index(name)] * len(good)
+    undecodable += bad
+    others += other
   if not paths:
     raise FileNotFoundError(f'no image files ({", ".join(IMAGE_EXTENSIONS)}) in any class '
-                            f'folder of {root / split}.')
+                            f'folder of {folder}.')
+  skipped = undecodable + others  # broken images first: they are the surprising ones
+  if skipped:
+    print(f'{root.name}/{split}: {len(skipped)} of {total} files skipped (unreadable or not '
+          f'an image): {_examples(skipped, folder)}', file=sys.stderr, flush=True)
   return FileSource(paths, labels)
 
 
