@@ -70,15 +70,12 @@ def find_orbax_state(path: str) -> str:
 
 def read_orbax(path: str) -> dict[str, np.ndarray]:
   """Our trainer's orbax checkpoint -> canonical flat params (numpy)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  from vit_jax.checkpoints import train_state  # pylint: disable=g-import-not-at-top
   state_dir = find_orbax_state(path)
-  with ocp.StandardCheckpointer() as ckptr:
-    state = ckptr.restore(state_dir)
+  state = train_state.restore_on_host(state_dir)
   if 'params' not in state:
     raise ValueError(f'orbax checkpoint {state_dir} has no params (items: {sorted(state)}).')
-  flat = names.flatten(state['params'])
-  return {k: np.asarray(jax.device_get(v)) for k, v in flat.items()}
+  return names.flatten(state['params'])
 
 
 def read(path: str, *, format: Optional[str] = None,  # pylint: disable=redefined-builtin

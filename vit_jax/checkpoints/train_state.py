@@ -93,18 +93,22 @@ def restore_latest(mgr: ocp.CheckpointManager, abstract_state, log=print):
   return None, None
 
 
-def restore_params(path: str):
-  """Params of one saved step directory (WORKDIR/checkpoints/STEP), as numpy arrays."""
-  state_dir = os.path.join(os.path.abspath(path), 'state')
-  if not os.path.isdir(state_dir):
-    raise CheckpointError(f'{path} is not a vit_jax train-state checkpoint (no state/ '
-                          'inside); expected WORKDIR/checkpoints/STEP.')
+def restore_on_host(state_dir: str):
+  """A saved train state (WORKDIR/checkpoints/STEP/state) as numpy arrays, whatever the
+  device count or process count that saved it (each array restored onto one device)."""
+  one_device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   try:
-    state = ocp.StandardCheckpointer().restore(state_dir)
+    with ocp.StandardCheckpointer() as ckptr:
+      tree = ckptr.metadata(state_dir)
+      tree = getattr(tree, 'item_metadata', tree)
+      target = jax.tree.map(
+          lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one_device), tree,
+          is_leaf=lambda x: hasattr(x, 'shape'))
+      state = ckptr.restore(state_dir, target)
   except Exception as e:  # noqa: BLE001
     raise CheckpointError(f'cannot read checkpoint {state_dir}: {e}') from e
-  return jax.tree.map(np.asarray, state['params'])
+  return jax.tree.map(np.asarray, state)
 
 
 __all__ = ['CheckpointError', 'manager', 'save', 'check_same_model', 'restore_latest',
-           'restore_params']
+           'restore_on_host']
