@@ -9,6 +9,12 @@
 #                                        workdirs/FILE_ARGS, e.g. workdirs/finetune_B_16_mnist)
 #   ./launch.sh python ARGS...           any python command inside the environment
 #
+# Remote, on every worker of a Cloud TPU VM pod (copies this tree, installs jax[tpu],
+# starts the same command on all workers, which find each other by themselves):
+#   ./launch.sh --tpu=NAME --zone=ZONE [--project=P] [--dry-run] configs/FILE.py[:ARGS] \
+#       --workdir=gs://BUCKET/DIR [--config.KEY=VALUE ...]
+# --dry-run prints the exact gcloud commands instead of running them.
+#
 # Environment: PYTHON (interpreter used to create the venv, default python3),
 # VIT_JAX_VENV (venv location, default .venv next to this file).
 set -euo pipefail
@@ -16,6 +22,54 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 
 venv="${VIT_JAX_VENV:-.venv}"
 python="${PYTHON:-python3}"
+
+squote() {  # a word for a remote shell: as is when safe, else in single quotes
+  if [[ "$1" =~ ^[A-Za-z0-9_./:=,+@%-]+$ ]]; then printf '%s' "$1"
+  else printf "'%s'" "${1//\'/\'\\\'\'}"; fi
+}
+
+remote_tpu() {  # args: the job's arguments (config and flags); uses $tpu $zone $project
+  local where=(--zone="$zone") q job tarball remote_dir="vit_jax"
+  [[ -n "$project" ]] && where+=(--project="$project")
+  [[ $# -ge 1 && "$1" == configs/* ]] || {
+    echo "launch.sh: --tpu needs a config: ./launch.sh --tpu=NAME --zone=ZONE configs/FILE.py[:ARGS] --workdir=gs://..." >&2
+    exit 2; }
+  [[ " $* " == *" --workdir="* ]] || {
+    echo "launch.sh: --tpu needs --workdir=gs://BUCKET/DIR (storage every worker can reach)" >&2
+    exit 2; }
+  q="" ; for a in "$@"; do q+="$(squote "$a") "; done
+  job="cd $remote_dir && nohup ./launch.sh ${q}--distributed > run.log 2>&1 &"
+  tarball="${TMPDIR:-/tmp}/vit_jax_$$.tar.gz"
+  local cmds=(
+    "tar czf $tarball --exclude=./.venv --exclude=./workdirs --exclude=./.git ."
+    "gcloud compute tpus tpu-vm scp $tarball $tpu:vit_jax.tar.gz --worker=all ${where[*]}"
+    "gcloud compute tpus tpu-vm ssh $tpu --worker=all ${where[*]} --command=$(squote "mkdir -p $remote_dir && tar xzf vit_jax.tar.gz -C $remote_dir && cd $remote_dir && ./launch.sh python -m pip install -U 'jax[tpu]'")"
+    "gcloud compute tpus tpu-vm ssh $tpu --worker=all ${where[*]} --command=$(squote "$job")"
+  )
+  for c in "${cmds[@]}"; do
+    if [[ "$dry_run" == 1 ]]; then echo "$c"; else echo "+ $c" >&2; eval "$c"; fi
+  done
+  [[ "$dry_run" == 1 ]] || echo "launch.sh: started on every worker of $tpu; logs: ~/$remote_dir/run.log on each" >&2
+}
+
+tpu="" zone="" project="" dry_run=0
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --tpu=*) tpu="${1#*=}"; shift ;;
+    --zone=*) zone="${1#*=}"; shift ;;
+    --project=*) project="${1#*=}"; shift ;;
+    --dry-run) dry_run=1; shift ;;
+    *) break ;;
+  esac
+done
+if [[ -n "$tpu" ]]; then
+  [[ -n "$zone" ]] || { echo "launch.sh: --tpu=$tpu needs --zone=ZONE" >&2; exit 2; }
+  remote_tpu "$@"
+  exit 0
+fi
+if [[ -n "$zone$project" || "$dry_run" == 1 ]]; then
+  echo "launch.sh: --zone/--project/--dry-run only go with --tpu=NAME" >&2; exit 2
+fi
 
 ensure_venv() {
   local want stamp="$venv/.requirements.sha256"

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -101,3 +102,62 @@ def test_unreadable_checkpoint_is_moved_aside_and_the_previous_one_used(tmp_path
   assert result['step'] == 6
   names = os.listdir(workdir / 'checkpoints')
   assert {'2', '4', '6'} <= set(names) and any(n.startswith('4.unreadable-') for n in names)
+
+
+def launch(*args):
+  return subprocess.run(['bash', str(REPO / 'launch.sh'), *args], cwd=REPO,
+                        capture_output=True, text=True)
+
+
+def test_launch_tpu_dry_run_prints_the_exact_commands():
+  out = launch('--tpu=pod', '--zone=us-central2-b', '--project=p1', '--dry-run',
+               'configs/pretrain.py:B/16,imagenet2012,medium1', '--workdir=gs://b/run',
+               '--config.dataset.randaugment=2, 15')
+  assert out.returncode == 0, out.stderr
+  lines = out.stdout.splitlines()
+  assert len(lines) == 4 and lines[0].startswith('tar czf ')
+  assert lines[1].startswith('gcloud compute tpus tpu-vm scp ') and '--worker=all' in lines[1]
+  for line in lines[2:]:
+    assert line.startswith('gcloud compute tpus tpu-vm ssh pod --worker=all '
+                           '--zone=us-central2-b --project=p1 --command=')
+  assert "pip install -U '\\''jax[tpu]'\\''" in lines[2]
+  assert ('./launch.sh configs/pretrain.py:B/16,imagenet2012,medium1 --workdir=gs://b/run '
+          "'\\''--config.dataset.randaugment=2, 15'\\'' --distributed" in lines[3])
+  # The remote command, unquoted by a shell, is the same job with --distributed.
+  remote = subprocess.run(['bash', '-c', f'printf "%s\\n" {lines[3].split("--command=")[1]}'],
+                          capture_output=True, text=True).stdout
+  assert "'--config.dataset.randaugment=2, 15' --distributed > run.log" in remote
+
+
+@pytest.mark.parametrize('args,message', [
+    (['--tpu=pod', 'configs/default.py'], '--tpu=pod needs --zone=ZONE'),
+    (['--tpu=pod', '--zone=z', 'configs/default.py'], 'needs --workdir=gs://'),
+    (['--tpu=pod', '--zone=z', 'test'], '--tpu needs a config'),
+    (['--zone=z', 'configs/default.py'], 'only go with --tpu=NAME'),
+])
+def test_launch_remote_usage_errors(args, message):
+  out = launch(*args)
+  assert out.returncode == 2 and message in out.stderr
+
+
+def test_half_written_checkpoint_of_a_killed_save_is_never_picked_up(tmp_path, capsys):
+  """A SIGKILL mid-save leaves orbax's temporary directory; resuming ignores it."""
+  workdir = tmp_path / 'run'
+  train.train_and_evaluate(tiny_mnist_config(total_steps=4, checkpoint_every=2, eval_every=0),
+                           str(workdir))
+  ckpts = workdir / 'checkpoints'
+  shutil.copytree(ckpts / '4', ckpts / '6.orbax-checkpoint-tmp-1234')  # as a killed save
+  for root, _, files in os.walk(ckpts / '6.orbax-checkpoint-tmp-1234'):
+    for f in files:
+      os.truncate(os.path.join(root, f), 0)
+  result = train.train_and_evaluate(
+      tiny_mnist_config(total_steps=6, checkpoint_every=2, eval_every=0), str(workdir))
+  assert '(step 4)' in capsys.readouterr().err and result['step'] == 6
+
+
+def test_wrong_type_on_the_command_line_fails_before_training(tmp_path):
+  out = subprocess.run([sys.executable, '-m', 'vit_jax.main', '--config=configs/default.py',
+                        f'--workdir={tmp_path / "w"}', '--config.batch_size=many'], cwd=REPO,
+                       capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+  assert out.returncode != 0 and 'batch_size' in out.stderr and 'many' in out.stderr
+  assert not (tmp_path / 'w').exists()

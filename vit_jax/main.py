@@ -25,6 +25,8 @@ _COORDINATOR = flags.DEFINE_string('coordinator_address', None,
                                    'HOST:PORT of process 0, for multi-process runs.')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Number of processes.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process, 0..num_processes-1.')
+_DISTRIBUTED = flags.DEFINE_bool('distributed', False, 'Join a multi-host run found by '
+                                 'jax.distributed.initialize() itself (TPU pods, SLURM).')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -33,7 +35,7 @@ def initialize_distributed():
   import jax  # pylint: disable=g-import-not-at-top
   env = os.environ
   address = _COORDINATOR.value or env.get('JAX_COORDINATOR_ADDRESS')
-  auto = (int(env.get('SLURM_NTASKS', '1')) > 1 or
+  auto = (_DISTRIBUTED.value or int(env.get('SLURM_NTASKS', '1')) > 1 or
           ',' in env.get('TPU_WORKER_HOSTNAMES', ''))  # TPU pod slice with several hosts
   if not address and not auto:
     return

@@ -24,17 +24,24 @@ class MetricWriter:
     self._start_step = None
     self._tb = None
     if enabled:
-      os.makedirs(workdir, exist_ok=True)
-      import tensorflow as tf  # CPU-only; the input pipeline imports it anyway
+      from vit_jax.data.tf_cpu import tf  # gfile: local paths and gs:// alike
       self._tf = tf
+      tf.io.gfile.makedirs(workdir)
       self._tb = tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
 
   def write(self, step: int, split: str, values: dict):
     if not self.enabled:
       return
     values = {k: float(v) for k, v in values.items()}
-    with open(self.jsonl_path, 'a') as f:
-      f.write(json.dumps({'step': int(step), 'split': split, **values}) + '\n')
+    line = json.dumps({'step': int(step), 'split': split, **values}) + '\n'
+    if '://' not in self.jsonl_path:
+      with open(self.jsonl_path, 'a') as f:
+        f.write(line)
+    else:  # object stores (gs://) cannot append: rewrite the file with the new line
+      gfile = self._tf.io.gfile
+      old = gfile.GFile(self.jsonl_path).read() if gfile.exists(self.jsonl_path) else ''
+      with gfile.GFile(self.jsonl_path, 'w') as f:
+        f.write(old + line)
     with self._tb.as_default(step=int(step)):
       for k, v in values.items():
         self._tf.summary.scalar(f'{split}/{k}', v)

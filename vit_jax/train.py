@@ -21,6 +21,7 @@ from jax.experimental import multihost_utils
 
 from vit_jax import data, metrics, optim, sharding, validate
 from vit_jax.checkpoints import load
+from vit_jax.data.tf_cpu import tf  # gfile: local paths and gs:// alike
 from vit_jax.checkpoints import train_state as ckpt
 from vit_jax.models import get_model
 
@@ -254,8 +255,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
                                      opt_state=tx.init(p)), out_shardings=state_sharding)(params)
   start_step = int(jax.device_get(state['step']))
   if jax.process_index() == 0:  # only now: a workdir of another model is left untouched
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      json.dump(config_json, f, indent=2)
+    with tf.io.gfile.GFile(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(json.dumps(config_json, indent=2))
 
   # ---- Input: a pure function of (seed, step), so resuming needs only the step. ----
   train_iter = data.train_iterator(config.dataset, global_batch_size=config.batch_size,

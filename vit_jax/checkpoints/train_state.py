@@ -25,8 +25,11 @@ def manager(workdir: str, *, keep: int) -> ocp.CheckpointManager:
   """The save interval is decided by the caller (orbax's own would also save step 1)."""
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                          enable_async_checkpointing=True)
+  directory = os.path.join(workdir, 'checkpoints')
+  if '://' not in directory:  # local paths absolute; gs:// and other URLs as they are
+    directory = os.path.abspath(directory)
   return ocp.CheckpointManager(
-      os.path.abspath(os.path.join(workdir, 'checkpoints')), options=options,
+      directory, options=options,
       item_handlers={'state': ocp.StandardCheckpointHandler(),
                      'config': ocp.JsonCheckpointHandler()})
 
