@@ -161,3 +161,39 @@ def test_wrong_type_on_the_command_line_fails_before_training(tmp_path):
                        capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
   assert out.returncode != 0 and 'batch_size' in out.stderr and 'many' in out.stderr
   assert not (tmp_path / 'w').exists()
+
+
+def test_all_checkpoints_unreadable_is_an_error_naming_them(tmp_path):
+  workdir = tmp_path / 'run'
+  train.train_and_evaluate(tiny_mnist_config(total_steps=2, eval_every=0, checkpoint_every=0,
+                                             **{'optimizer.warmup_steps': 1}), str(workdir))
+  for root, _, files in os.walk(workdir / 'checkpoints' / '2'):
+    for f in files:
+      os.truncate(os.path.join(root, f), 0)
+  with pytest.raises(CheckpointError, match=r'no readable checkpoint in .*2\.unreadable-'):
+    train.train_and_evaluate(tiny_mnist_config(total_steps=4, eval_every=0), str(workdir))
+
+
+def test_sigkill_at_any_moment_leaves_a_resumable_workdir(tmp_path):
+  """Killed hard while saving every step: the rerun resumes from a complete checkpoint."""
+  workdir = tmp_path / 'run'
+  cmd = [sys.executable, '-m', 'vit_jax.main', '--config=configs/finetune.py:mu/8,mnist',
+         f'--workdir={workdir}', '--config.dataset.image_size=16',
+         f'--config.dataset.data_dir={SHARED / "tfds"}', '--config.dataset.eval_split=test[:64]',
+         '--config.model.width=64', '--config.model.depth=2', '--config.model.mlp_dim=128',
+         '--config.model.num_heads=2', '--config.batch_size=16', '--config.total_steps=100000',
+         '--config.optimizer.warmup_steps=1', '--config.log_every=1', '--config.eval_every=0',
+         '--config.checkpoint_every=1', '--config.keep_checkpoints=2']
+  env = dict(os.environ, PYTHONPATH=str(REPO))
+  proc = subprocess.Popen(cmd, cwd=REPO, env=env, stderr=subprocess.PIPE,
+                          stdout=subprocess.DEVNULL, text=True)
+  for line in proc.stderr:
+    if line.startswith('step 15/'):
+      break
+  proc.kill()  # SIGKILL: no handler runs, saves may be half-written
+  proc.wait()
+  cmd[cmd.index('--config.total_steps=100000')] = '--config.total_steps=100'
+  rerun = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert rerun.returncode == 0, rerun.stderr[-2000:]
+  assert 'resumed from' in rerun.stderr and 'unreadable' not in rerun.stderr
+  assert json.loads(rerun.stdout)['step'] == 100

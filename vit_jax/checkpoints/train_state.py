@@ -76,8 +76,10 @@ def restore_latest(mgr: ocp.CheckpointManager, abstract_state, log=print):
 
   Returns (state, step), or (None, None) when the workdir has no checkpoint. A different
   model raises CheckpointError; an unreadable checkpoint is moved aside with a message and
-  the previous one is tried.
+  the previous one is tried; if none is readable, CheckpointError names them all (the run
+  does not silently start over).
   """
+  unreadable = []
   for step in sorted(mgr.all_steps(), reverse=True):
     try:
       check_same_model(mgr, step, abstract_state['params'])
@@ -91,8 +93,14 @@ def restore_latest(mgr: ocp.CheckpointManager, abstract_state, log=print):
     except Exception as e:  # noqa: BLE001 - any read failure means this one is unusable
       where = os.path.join(str(mgr.directory), str(step))
       moved = _quarantine(mgr, step)
+      unreadable.append(moved)
       log(f'checkpoint {where} is unreadable ({type(e).__name__}: {str(e)[:200]}); moved '
           f'it to {moved} and trying the previous one')
+  if unreadable:
+    raise CheckpointError(
+        f'no readable checkpoint in {mgr.directory}: {", ".join(unreadable)} could not be '
+        'read (moved aside, not deleted). Rerun to start from scratch in this workdir, or '
+        'restore a good copy.')
   return None, None
 
 
