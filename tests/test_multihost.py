@@ -5,11 +5,11 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 
 import jax
 import numpy as np
-from conftest import REPO, SHARED
+
+from conftest import REPO, tiny_mnist_cli
 from vit_jax.checkpoints.train_state import restore_on_host
 
 
@@ -21,13 +21,8 @@ def free_port() -> int:
 
 def run(workdir, processes: int):
   """The same command in `processes` processes over 8 CPU devices in all."""
-  args = [sys.executable, '-m', 'vit_jax.main', '--config=configs/finetune.py:mu/8,mnist',
-          f'--workdir={workdir}', '--config.dataset.image_size=16',
-          f'--config.dataset.data_dir={SHARED / "tfds"}', '--config.dataset.eval_split=test[:64]',
-          '--config.model.width=32', '--config.model.depth=2', '--config.model.mlp_dim=64',
-          '--config.model.num_heads=2', '--config.model.dropout=0.1', '--config.batch_size=32',
-          '--config.total_steps=4', '--config.optimizer.warmup_steps=1', '--config.log_every=1',
-          '--config.eval_every=0', '--config.checkpoint_every=2']
+  args = tiny_mnist_cli(workdir, **{'model.dropout': 0.1, 'total_steps': 4,
+                                     'checkpoint_every': 2})
   env = dict(os.environ, PYTHONPATH=str(REPO),
              XLA_FLAGS=f'--xla_force_host_platform_device_count={8 // processes}')
   if processes > 1:

@@ -16,19 +16,14 @@ import pytest
 from vit_jax import train
 from vit_jax.checkpoints.train_state import CheckpointError
 
-from conftest import REPO, SHARED
+from conftest import REPO, tiny_mnist_cli
 from test_train import tiny_mnist_config
 
 
 def test_sigterm_saves_at_the_current_step_and_the_rerun_resumes(tmp_path):
   workdir = tmp_path / 'run'
-  cmd = [sys.executable, '-m', 'vit_jax.main', '--config=configs/finetune.py:mu/8,mnist',
-         f'--workdir={workdir}', '--config.dataset.image_size=16',
-         f'--config.dataset.data_dir={SHARED / "tfds"}', '--config.dataset.eval_split=test[:64]',
-         '--config.model.width=32', '--config.model.depth=1', '--config.model.mlp_dim=64',
-         '--config.model.num_heads=2', '--config.batch_size=16', '--config.total_steps=100000',
-         '--config.optimizer.warmup_steps=1', '--config.log_every=1', '--config.eval_every=0',
-         '--config.checkpoint_every=0']
+  cmd = tiny_mnist_cli(workdir, **{'model.depth': 1, 'batch_size': 16,
+                                    'total_steps': 100000})
   env = dict(os.environ, PYTHONPATH=str(REPO))
   proc = subprocess.Popen(cmd, cwd=REPO, env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE,
                           text=True)
@@ -177,13 +172,9 @@ def test_all_checkpoints_unreadable_is_an_error_naming_them(tmp_path):
 def test_sigkill_at_any_moment_leaves_a_resumable_workdir(tmp_path):
   """Killed hard while saving every step: the rerun resumes from a complete checkpoint."""
   workdir = tmp_path / 'run'
-  cmd = [sys.executable, '-m', 'vit_jax.main', '--config=configs/finetune.py:mu/8,mnist',
-         f'--workdir={workdir}', '--config.dataset.image_size=16',
-         f'--config.dataset.data_dir={SHARED / "tfds"}', '--config.dataset.eval_split=test[:64]',
-         '--config.model.width=64', '--config.model.depth=2', '--config.model.mlp_dim=128',
-         '--config.model.num_heads=2', '--config.batch_size=16', '--config.total_steps=100000',
-         '--config.optimizer.warmup_steps=1', '--config.log_every=1', '--config.eval_every=0',
-         '--config.checkpoint_every=1', '--config.keep_checkpoints=2']
+  cmd = tiny_mnist_cli(workdir, **{'model.width': 64, 'model.mlp_dim': 128, 'batch_size': 16,
+                                    'total_steps': 100000, 'checkpoint_every': 1,
+                                    'keep_checkpoints': 2})
   env = dict(os.environ, PYTHONPATH=str(REPO))
   proc = subprocess.Popen(cmd, cwd=REPO, env=env, stderr=subprocess.PIPE,
                           stdout=subprocess.DEVNULL, text=True)

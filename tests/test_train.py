@@ -17,7 +17,7 @@ from configs import finetune, pretrain
 from vit_jax import optim, sharding, train
 from vit_jax.validate import ConfigError, check_config
 
-from conftest import REPO, SHARED
+from conftest import REPO, SHARED, tiny_mnist_cli
 
 
 def tiny_mnist_config(**overrides):
@@ -77,14 +77,8 @@ def test_resumed_run_ends_with_the_same_params_as_an_uninterrupted_one(tmp_path)
 def losses_on_devices(tmp_path, n_devices, extra=()):
   """Runs vit_jax.main in a fresh process with n simulated CPU devices; returns losses."""
   workdir = tmp_path / f'dev{n_devices}_{"_".join(e.split("=")[0][9:] for e in extra)}'
-  cmd = [sys.executable, '-m', 'vit_jax.main', '--config=configs/finetune.py:mu/8,mnist',
-         f'--workdir={workdir}', '--config.dataset.image_size=16',
-         f'--config.dataset.data_dir={SHARED / "tfds"}', '--config.dataset.eval_split=test[:64]',
-         '--config.model.width=32', '--config.model.depth=2', '--config.model.mlp_dim=64',
-         '--config.model.num_heads=2', '--config.model.dropout=0.1', '--config.batch_size=32',
-         '--config.total_steps=6', '--config.optimizer.warmup_steps=1',
-         '--config.optimizer.learning_rate=0.1', '--config.log_every=1',
-         '--config.eval_every=0', '--config.checkpoint_every=0', *extra]
+  cmd = tiny_mnist_cli(workdir, **{'model.dropout': 0.1,
+                                    'optimizer.learning_rate': 0.1}) + list(extra)
   env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={n_devices}',
              PYTHONPATH=str(REPO))
   proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)

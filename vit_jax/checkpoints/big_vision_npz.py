@@ -97,11 +97,7 @@ def from_canonical(params: Mapping[str, Any], *, scan: Optional[bool] = None,
 
 def read(path: str, prefix: str = '') -> dict[str, np.ndarray]:
   """A big_vision .npz file -> canonical flat dict of numpy arrays."""
-  flat = load_npz(path)
-  prefix = prefix or names.find_params_prefix(flat)
-  if prefix:
-    flat = names.strip_prefix(flat, prefix)
-  return to_canonical(flat)
+  return to_canonical(load_npz(path, prefix))
 
 
 def write(path: str, params: Mapping[str, Any], *, scan: Optional[bool] = None,

@@ -89,10 +89,7 @@ def read(path: str, *, format: Optional[str] = None,  # pylint: disable=redefine
     raise FileNotFoundError(f'checkpoint {path!r} does not exist.')
   if format == 'orbax' or (format is None and os.path.isdir(path)):
     return 'orbax', read_orbax(path)
-  flat = vit_npz.load_npz(path)
-  prefix = prefix or names.find_params_prefix(flat)
-  if prefix:
-    flat = names.strip_prefix(flat, prefix)
+  flat = vit_npz.load_npz(path, prefix)
   format = format or detect_format(flat, path)
   return format, NPZ_FORMATS[format].to_canonical(flat)
 

@@ -22,12 +22,15 @@ from vit_jax.checkpoints import names
 FORMAT = 'vit_npz'
 
 
-def load_npz(path: str) -> dict[str, np.ndarray]:
-  """Every array of an .npz file, keys with '/' separators."""
+def load_npz(path: str, prefix: str = '') -> dict[str, np.ndarray]:
+  """Every array of an .npz file, keys with '/' separators and the params prefix
+  (`prefix`, else the one found, e.g. 'params/') stripped."""
   if not os.path.isfile(path):
     raise FileNotFoundError(f'checkpoint file {path!r} does not exist.')
   with np.load(path, allow_pickle=False) as f:
-    return names.normalize_separator({k: f[k] for k in f.files})
+    flat = names.normalize_separator({k: f[k] for k in f.files})
+  prefix = prefix or names.find_params_prefix(flat)
+  return names.strip_prefix(flat, prefix) if prefix else flat
 
 
 def _host_array(x) -> np.ndarray:
@@ -83,11 +86,7 @@ def from_canonical(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
 
 def read(path: str, prefix: str = '') -> dict[str, np.ndarray]:
   """A vit_jax .npz file -> canonical flat dict of numpy arrays."""
-  flat = load_npz(path)
-  prefix = prefix or names.find_params_prefix(flat)
-  if prefix:
-    flat = names.strip_prefix(flat, prefix)
-  return to_canonical(flat)
+  return to_canonical(load_npz(path, prefix))
 
 
 def write(path: str, params: Mapping[str, Any]):
