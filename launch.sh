@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# vit_jax launcher: bootstraps .venv from requirements.txt, then runs a job inside it.
+# vit_jax launcher: bootstraps .venv from requirements.txt (requirements-test.txt for
+# `test`), then runs a job inside it.
 #
 #   ./launch.sh                          the main job: a small ViT on the scikit-learn digits
 #   ./launch.sh test [PYTEST_ARGS...]    the whole test suite (what CI runs)
@@ -71,9 +72,10 @@ if [[ -n "$zone$project" || "$dry_run" == 1 ]]; then
   echo "launch.sh: --zone/--project/--dry-run only go with --tpu=NAME" >&2; exit 2
 fi
 
-ensure_venv() {
-  local want stamp="$venv/.requirements.sha256"
-  want="$(sha256sum requirements.txt | cut -d' ' -f1)"
+ensure_venv() {  # arg: the requirements file this command needs (installed once per content)
+  local reqs="$1" want stamp
+  stamp="$venv/.stamp-$reqs"
+  want="$(cat requirements*.txt | sha256sum | cut -d' ' -f1)"
   if [[ -x "$venv/bin/python" && "$(cat "$stamp" 2>/dev/null)" == "$want" ]]; then
     return
   fi
@@ -81,14 +83,14 @@ ensure_venv() {
     echo "launch.sh: $python is missing or older than Python 3.10; set PYTHON=/path/to/python3.10+" >&2
     exit 1
   fi
-  echo "launch.sh: creating $venv from requirements.txt (missing or stale)" >&2
+  echo "launch.sh: installing $reqs into $venv (missing or stale)" >&2
   [[ -x "$venv/bin/python" ]] || "$python" -m venv "$venv"
   "$venv/bin/python" -m pip install --quiet --upgrade pip >&2
-  "$venv/bin/python" -m pip install --quiet -r requirements.txt >&2
+  "$venv/bin/python" -m pip install --quiet -r "$reqs" >&2
   echo "$want" > "$stamp"
 }
 
-ensure_venv
+if [[ "${1:-}" == test ]]; then ensure_venv requirements-test.txt; else ensure_venv requirements.txt; fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 py="$venv/bin/python"

@@ -328,3 +328,50 @@ def load_pretrained(path: str, init_params: Mapping[str, Any], *,
   log(f'load_pretrained: {loaded}/{len(target)} arrays from {path} [{fmt}]')
   return names.unflatten({k: np.asarray(ckpt[k]).astype(target[k].dtype)
                           for k in target})
+
+
+# ---- A ready-to-run model from any checkpoint. ----
+
+def orbax_config(path: str) -> Optional[dict]:
+  """The training config saved with an orbax checkpoint of our trainer (None if absent)."""
+  import json  # pylint: disable=g-import-not-at-top
+  step_dir = os.path.dirname(find_orbax_state(path))
+  for candidate in (os.path.join(step_dir, 'config', 'metadata'),
+                    os.path.join(os.path.dirname(os.path.dirname(step_dir)), 'config.json')):
+    if os.path.isfile(candidate):
+      with open(candidate) as f:
+        return json.load(f)
+  return None
+
+
+def load_model(path: str, *, format: Optional[str] = None,  # pylint: disable=redefined-builtin
+               prefix: str = '', **model_overrides):
+  """Any supported checkpoint -> (model, params, info), ready for `model.apply`.
+
+  The model is the one the checkpoint was trained as: from the saved config for our
+  orbax checkpoints (so settings the weights do not show, such as sincos position
+  embeddings or the GELU form, are right), else from the parameter shapes
+  (`infer_variant`). `model_overrides` replace model fields (e.g. dtype, or
+  approximate_gelu=False for weights trained with the exact GELU).
+  info: infer_variant's fields plus `format`, `image_size` (the resolution it was trained
+  at, when known) and `config` (the training config dict for orbax checkpoints, else None).
+  """
+  from vit_jax.models import get_model  # pylint: disable=g-import-not-at-top
+  fmt, flat = read(path, format=format, prefix=prefix)
+  info = infer_variant(flat)
+  config = orbax_config(path) if fmt == 'orbax' else None
+  if config is not None:
+    kw = {k: v for k, v in config['model'].items() if v is not None}
+    variant = kw.pop('variant')
+    kw['num_classes'] = config['dataset']['num_classes']
+    info['image_size'] = config['dataset']['image_size']
+  else:
+    variant = info['variant'] or f'mu/{info["patch_size"]}'
+    kw = {k: info[k] for k in ('width', 'depth', 'mlp_dim', 'num_heads', 'classifier',
+                                'representation_size', 'num_classes', 'scan')}
+    kw['posemb'] = info['posemb'] or 'none'
+  kw.update(model_overrides)
+  model = get_model(variant, **kw)
+  params = names.unflatten(flat)
+  info.update(format=fmt, config=config)
+  return model, params, info
