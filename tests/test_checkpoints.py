@@ -365,7 +365,7 @@ def test_cli_convert_round_trip_and_errors(tmp_path, capsys):
   back = load.load_pretrained(str(tmp_path / 'back.npz'), params, log=quiet)
   assert_trees_equal(back, params)
   assert convert.main([str(tmp_path / 'missing.npz'), str(tmp_path / 'x.npz')]) == 1
-  assert convert.main([str(src), str(tmp_path / 'x.safetensors')]) == 1
+  assert convert.main([str(src), str(tmp_path / 'x.onnx')]) == 1
   err = capsys.readouterr().err
   assert 'does not exist' in err and 'cannot tell the output format' in err
 

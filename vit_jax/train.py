@@ -187,7 +187,8 @@ def preemption_guard():
 
 def model_from_checkpoint(config):
   """Fills config.model from the shapes in config.init_from (when no variant is given)."""
-  inferred = load.infer_variant(load.read(config.init_from)[1])
+  _, flat, meta = load.read_with_meta(config.init_from)
+  inferred = load.infer_variant(flat)
   if inferred['variant']:
     config.model.variant = inferred['variant']
   else:  # not a named size: the nearest name for the patch, with explicit dimensions
@@ -197,6 +198,8 @@ def model_from_checkpoint(config):
   config.model.representation_size = inferred['representation_size']
   if inferred['posemb'] == 'learn':
     config.model.posemb = 'learn'
+  if meta['approximate_gelu'] is not None:  # PyTorch configs say which GELU they ran
+    config.model.approximate_gelu = meta['approximate_gelu']
   log(f'model from {config.init_from}: variant {config.model.variant}, classifier '
       f'{inferred["classifier"]}, width {inferred["width"]}, depth {inferred["depth"]}')
 

@@ -24,10 +24,11 @@ from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
-from vit_jax.checkpoints import big_vision_npz, names, vit_npz
+from vit_jax.checkpoints import big_vision_npz, hf_vit, names, timm_vit, torch_files, vit_npz
 
 NPZ_FORMATS = {vit_npz.FORMAT: vit_npz, big_vision_npz.FORMAT: big_vision_npz}
-FORMATS = (*NPZ_FORMATS, 'orbax')
+TORCH_FORMATS = {hf_vit.FORMAT: hf_vit, timm_vit.FORMAT: timm_vit}
+FORMATS = (*NPZ_FORMATS, *TORCH_FORMATS, 'orbax')
 
 
 def _stderr(msg: str):
@@ -48,6 +49,27 @@ def detect_format(flat: Mapping[str, Any], source: str = 'params') -> str:
       'big_vision ViT .npz; if the ViT sits under a prefix (e.g. a two-tower model), pass '
       "it: prefix='params/img/' (CLI: --prefix). See what it holds: "
       f'python -m vit_jax.convert --inspect {source}')
+
+
+def detect_torch_format(sd: Mapping[str, Any], source: str) -> str:
+  """'hf_vit' or 'timm_vit' from the keys of a PyTorch state dict."""
+  for name, module in TORCH_FORMATS.items():
+    if module.matches(sd):
+      return name
+  keys = sorted(sd)
+  raise ValueError(
+      f'{source}: a PyTorch state dict, but not a ViT this code reads: no '
+      f'{hf_vit.PATCH_KEY} (Hugging Face) or {timm_vit.PATCH_KEY} (timm) key. {len(keys)} '
+      f'keys, the first: {keys[:8]}.')
+
+
+def read_torch(path: str, *, format: Optional[str] = None,  # pylint: disable=redefined-builtin
+               num_heads: Optional[int] = None) -> tuple[str, dict[str, np.ndarray], dict]:
+  """A Hugging Face or timm checkpoint -> (format, canonical flat, its config.json or {})."""
+  sd, config = torch_files.read_state_dict(path)
+  format = format or detect_torch_format(sd, path)
+  flat = TORCH_FORMATS[format].to_canonical(sd, config, num_heads=num_heads, source=path)
+  return format, flat, config
 
 
 def find_orbax_state(path: str) -> str:
@@ -78,20 +100,45 @@ def read_orbax(path: str) -> dict[str, np.ndarray]:
   return names.flatten(state['params'])
 
 
-def read(path: str, *, format: Optional[str] = None,  # pylint: disable=redefined-builtin
-         prefix: str = '') -> tuple[str, dict[str, np.ndarray]]:
-  """Any supported checkpoint -> (format, canonical flat dict of numpy arrays).
+def read_with_meta(path: str, *, format: Optional[str] = None,  # pylint: disable=redefined-builtin
+                   prefix: str = '', num_heads: Optional[int] = None
+                   ) -> tuple[str, dict[str, np.ndarray], dict[str, Any]]:
+  """Any supported checkpoint -> (format, canonical flat dict of numpy arrays, meta).
 
-  The layout (per-block or scanned) is the file's."""
+  The layout (per-block or scanned) is the file's. num_heads: for PyTorch files, whose
+  weights do not store it, when no config.json beside them says (else the named variant
+  with the same dimensions decides).
+  meta: what the files say beyond the weights: `approximate_gelu` (the GELU the weights
+  run with; None: not said, our default applies), `image_size`, `labels` (class names)
+  and `config` (our trainer's config dict for orbax checkpoints), each None if unknown.
+  """
   if format is not None and format not in FORMATS:
     raise ValueError(f'unknown checkpoint format {format!r}; expected one of {FORMATS}.')
   if not os.path.exists(path):
     raise FileNotFoundError(f'checkpoint {path!r} does not exist.')
-  if format == 'orbax' or (format is None and os.path.isdir(path)):
-    return 'orbax', read_orbax(path)
+  meta = dict(approximate_gelu=None, image_size=None, labels=None, config=None)
+  torch_file = format in TORCH_FORMATS or (format is None and torch_files.is_torch_path(path))
+  if format == 'orbax' or (format is None and os.path.isdir(path) and not torch_file):
+    flat, config = read_orbax(path), orbax_config(path)
+    if config:
+      meta.update(approximate_gelu=config['model'].get('approximate_gelu'),
+                  image_size=config['dataset'].get('image_size'), config=config)
+    return 'orbax', flat, meta
+  if torch_file:
+    format, flat, config = read_torch(path, format=format, num_heads=num_heads)
+    meta.update(TORCH_FORMATS[format].meta(config))
+    return format, flat, meta
   flat = vit_npz.load_npz(path, prefix)
   format = format or detect_format(flat, path)
-  return format, NPZ_FORMATS[format].to_canonical(flat)
+  return format, NPZ_FORMATS[format].to_canonical(flat), meta
+
+
+def read(path: str, *, format: Optional[str] = None,  # pylint: disable=redefined-builtin
+         prefix: str = '', num_heads: Optional[int] = None
+         ) -> tuple[str, dict[str, np.ndarray]]:
+  """Any supported checkpoint -> (format, canonical flat dict); see read_with_meta."""
+  fmt, flat, _ = read_with_meta(path, format=format, prefix=prefix, num_heads=num_heads)
+  return fmt, flat
 
 
 # ---- What a checkpoint is. ----
@@ -268,8 +315,10 @@ def load_pretrained(path: str, init_params: Mapping[str, Any], *,
   Returns a nested dict of numpy arrays with the structure, layout and dtypes of
   `init_params`.
   """
-  fmt, ckpt = read(path, format=format, prefix=prefix)
   target = names.flatten(init_params)
+  q = next((v for k, v in target.items() if k.endswith('MultiHeadDotProductAttention_1/query/kernel')), None)
+  fmt, ckpt = read(path, format=format, prefix=prefix,
+                   num_heads=None if q is None else int(q.shape[-2]))
   ckpt = names.to_scanned(ckpt) if names.is_scanned(target) else names.to_per_block(ckpt)
   original = dict(ckpt)
   fresh = set()  # target keys that take the target's own initial values
@@ -340,38 +389,42 @@ def orbax_config(path: str) -> Optional[dict]:
                     os.path.join(os.path.dirname(os.path.dirname(step_dir)), 'config.json')):
     if os.path.isfile(candidate):
       with open(candidate) as f:
-        return json.load(f)
+        config = json.load(f)
+      if isinstance(config, dict) and {'model', 'dataset'} <= set(config):
+        return config
   return None
 
 
 def load_model(path: str, *, format: Optional[str] = None,  # pylint: disable=redefined-builtin
-               prefix: str = '', **model_overrides):
+               prefix: str = '', num_heads: Optional[int] = None, **model_overrides):
   """Any supported checkpoint -> (model, params, info), ready for `model.apply`.
 
   The model is the one the checkpoint was trained as: from the saved config for our
   orbax checkpoints (so settings the weights do not show, such as sincos position
-  embeddings or the GELU form, are right), else from the parameter shapes
-  (`infer_variant`). `model_overrides` replace model fields (e.g. dtype, or
-  approximate_gelu=False for weights trained with the exact GELU).
-  info: infer_variant's fields plus `format`, `image_size` (the resolution it was trained
-  at, when known) and `config` (the training config dict for orbax checkpoints, else None).
+  embeddings, are right), else from the parameter shapes (`infer_variant`) and what the
+  files say (the GELU form of a PyTorch config). `model_overrides` replace model fields
+  (e.g. dtype, or approximate_gelu=False for weights trained with the exact GELU).
+  info: infer_variant's fields plus `format`, `labels` (class names, when the files have
+  them), `config` (the training config dict of orbax checkpoints, else None), and
+  `image_size` (the resolution it was trained at, when known).
   """
   from vit_jax.models import get_model  # pylint: disable=g-import-not-at-top
-  fmt, flat = read(path, format=format, prefix=prefix)
+  fmt, flat, meta = read_with_meta(path, format=format, prefix=prefix, num_heads=num_heads)
   info = infer_variant(flat)
-  config = orbax_config(path) if fmt == 'orbax' else None
+  config = meta['config']
   if config is not None:
     kw = {k: v for k, v in config['model'].items() if v is not None}
     variant = kw.pop('variant')
     kw['num_classes'] = config['dataset']['num_classes']
-    info['image_size'] = config['dataset']['image_size']
   else:
     variant = info['variant'] or f'mu/{info["patch_size"]}'
     kw = {k: info[k] for k in ('width', 'depth', 'mlp_dim', 'num_heads', 'classifier',
                                 'representation_size', 'num_classes', 'scan')}
     kw['posemb'] = info['posemb'] or 'none'
+    if meta['approximate_gelu'] is not None:
+      kw['approximate_gelu'] = meta['approximate_gelu']
   kw.update(model_overrides)
   model = get_model(variant, **kw)
-  params = names.unflatten(flat)
-  info.update(format=fmt, config=config)
-  return model, params, info
+  info.update(format=fmt, config=config, labels=meta['labels'],
+              image_size=meta['image_size'] or info['image_size'])
+  return model, names.unflatten(flat), info
