@@ -143,6 +143,13 @@ def test_vit_jax_to_hf_directory_loads_with_from_pretrained(tmp_path, photos):
   with torch.no_grad():
     ref = hf(nchw(photos)).logits.numpy()
   assert np.abs(apply(model, params, photos) - ref).max() <= TOL
+  info = json.loads(subprocess.run(
+      [sys.executable, '-m', 'vit_jax.convert', '--inspect', str(tmp_path / 'hf'), '--json'],
+      cwd=REPO, capture_output=True, text=True, check=True).stdout)
+  assert info['format'] == 'hf_vit' and info['variant']['num_heads'] == HEADS
+  assert info['num_params'] == sum(p.numel() for p in hf.parameters())
+  assert any(a['name'] == 'vit.encoder.layer.0.attention.attention.query.weight'
+             for a in info['arrays'])
   processor = json.loads((tmp_path / 'hf' / 'preprocessor_config.json').read_text())
   assert processor['size'] == {'height': SIZE, 'width': SIZE}
   assert processor['image_mean'] == [0.5] * 3  # our [-1, 1] input convention
