@@ -1,0 +1,81 @@
+"""The benchmark CLI: its FLOP count against XLA's, and its JSON lines, on a micro ViT."""
+
+import json
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from conftest import REPO
+from vit_jax.benchmark import forward_flops
+from vit_jax.models import get_model, variant_kwargs
+
+
+def xla_flops(variant, image_size, **kw):
+  model = get_model(variant, num_classes=10, **kw)
+  x = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
+  params = jax.eval_shape(model.init, jax.random.key(0), x)['params']
+  cost = jax.jit(lambda p, x: model.apply({'params': p}, x)[0]).lower(
+      params, x).compile().cost_analysis()
+  return (cost[0] if isinstance(cost, list) else cost)['flops']
+
+
+@pytest.mark.parametrize('variant,size,classifier,slack', [
+    ('Ti/16', 224, 'token', 0.03),   # XLA also counts LayerNorm, softmax, GELU: ~1.3%
+    ('mu/8', 32, 'map', 0.10),       # a micro model: elementwise ops weigh more
+    ('mu/8', 32, 'gap', 0.10)])
+def test_analytic_flops_match_xla_cost_analysis(variant, size, classifier, slack):
+  ours = forward_flops(**variant_kwargs(variant), image_size=size, num_classes=10,
+                       classifier=classifier)
+  xla = xla_flops(variant, size, classifier=classifier)
+  assert ours <= xla <= ours * (1 + slack)
+
+
+def run_cli(*args):
+  out = subprocess.run([sys.executable, '-m', 'vit_jax.benchmark', *args], cwd=REPO,
+                       capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  return [json.loads(l) for l in out.stdout.splitlines()], out.stderr
+
+
+def test_cli_measures_ours_and_pytorch_with_ratios():
+  lines, err = run_cli('--variant=mu/8', '--image-size=32', '--batch=4', '--mode=infer,train',
+                       '--repeats=3', '--warmup=1', '--peak-size=256', '--num-classes=10',
+                       '--compare-torch=eager')
+  ours = [l for l in lines if l['impl'] == 'vit_jax']
+  torch = [l for l in lines if l['impl'] == 'hf_torch_eager']
+  assert [l['mode'] for l in ours] == ['infer', 'train'] and len(torch) == 2
+  for line in ours:
+    assert line['step_ms_min'] <= line['step_ms_median'] <= line['step_ms_max']
+    assert line['images_per_sec'] == pytest.approx(4e3 / line['step_ms_median'])
+    assert line['peak_gflops'] > 0 and 0 < line['mfu'] == pytest.approx(
+        line['achieved_gflops'] / line['peak_gflops'])
+    assert line['compile_s'] > 0 and line['xla_temp_bytes'] > 0
+    assert line['backend'] == 'cpu' and line['repeats'] == 3
+  infer, train = ours
+  assert train['gflop_per_image'] == pytest.approx(3 * infer['gflop_per_image'])
+  for line, peer in zip(ours, torch):
+    assert line['ratio_vs_torch_eager'] == pytest.approx(
+        line['images_per_sec'] / peer['images_per_sec'])
+  assert 'MFU' in err
+
+
+def test_compile_only_reports_memory_with_and_without_scan_and_remat():
+  lines, _ = run_cli('--variant=mu/8', '--image-size=32', '--batch=4', '--mode=train',
+                     '--scan=0,1', '--remat=0,1', '--compile-only', '--num-classes=10')
+  assert [(l['scan'], l['remat']) for l in lines] == [
+      (False, False), (False, True), (True, False), (True, True)]
+  for line in lines:
+    assert line['compile_s'] > 0 and line['xla_temp_bytes'] > 0
+    assert 'images_per_sec' not in line
+
+
+def test_bad_arguments_are_named():
+  out = subprocess.run([sys.executable, '-m', 'vit_jax.benchmark', '--variant=X/16'],
+                       cwd=REPO, capture_output=True, text=True)
+  assert out.returncode == 2 and "unknown ViT variant 'X/16'" in out.stderr
+  out = subprocess.run([sys.executable, '-m', 'vit_jax.benchmark', '--mode=fit'],
+                       cwd=REPO, capture_output=True, text=True)
+  assert out.returncode == 2 and "['fit']" in out.stderr

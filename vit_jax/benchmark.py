@@ -1,0 +1,347 @@
+"""`python -m vit_jax.benchmark`: how fast a ViT runs here, against the limit and the peers.
+
+  python -m vit_jax.benchmark --variant=Ti/16,S/16,B/16 --batch=32 --mode=infer,train
+  python -m vit_jax.benchmark --variant=B/16 --dtype=bfloat16 --compare-torch
+  python -m vit_jax.benchmark --variant=H/14 --mode=train --scan=0,1 --remat=0,1 --compile-only
+
+For each (variant, mode, dtype, scan, remat) it prints one JSON line (stdout): images/s,
+step time (median, min, max and interquartile range over --repeats timed steps; compile and
+--warmup steps excluded), compile time, the model's analytic FLOPs (matmuls only, 2 per
+multiply-add; a train step counts 3x the forward), achieved GFLOP/s, and MFU against a
+matmul peak measured here on the same device and dtype (a --peak-size square matmul, best of
+a few). Memory: XLA's planned temporary bytes of the compiled step (every backend) and the
+peak bytes in use where the backend reports them (GPU, TPU). --compile-only compiles
+without running (memory and compile time of models too big to run here).
+
+The train step is the trainer's own (`train.make_train_step`: AdamW, label smoothing off,
+the non-finite guard), jitted with the state donated, so a speed-up here is one in training.
+--compare-torch also times the same-shaped Hugging Face ViT in PyTorch in this process
+(eager, and torch.compile when it works; inference under torch.inference_mode, train as
+forward + backward + AdamW step) and adds the ratio ours/theirs to our line.
+Progress goes to stderr.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vit_jax.models import get_model, variant_kwargs
+
+
+def log(msg: str):
+  print(msg, file=sys.stderr, flush=True)
+
+
+# ---- What the model costs. ----
+
+def forward_flops(*, width: int, depth: int, mlp_dim: int, patch_size: int, image_size: int,
+                  channels: int = 3, classifier: str = 'token', num_classes: int = 1000,
+                  representation_size: Optional[int] = None, **_) -> int:
+  """Matmul FLOPs of one image's forward pass (2 per multiply-add). LayerNorm, softmax,
+  GELU and additions are left out, as in the usual MFU accounting: XLA's own count, which
+  includes them, is 1.3% higher for Ti/16 at 224 (tests/test_benchmark.py). They cost
+  time rather than FLOPs, which is what a low MFU then shows."""
+  d, m = width, mlp_dim
+  n = (image_size // patch_size) ** 2
+  t = n + (classifier == 'token')
+  flops = 2 * n * patch_size * patch_size * channels * d            # patch embedding
+  flops += depth * (2 * t * d * 3 * d       # query, key, value projections
+                    + 2 * t * t * d * 2     # scores q.k and the weighted sum of values
+                    + 2 * t * d * d         # output projection
+                    + 2 * t * d * m * 2)    # MLP
+  if classifier == 'map':  # one probe attending to the t tokens, then an MLP
+    flops += 2 * d * d * 2 + 2 * t * d * 2 * d + 2 * t * d * 2 + 2 * d * m * 2
+  out = representation_size or d
+  if representation_size:
+    flops += 2 * d * representation_size
+  return flops + 2 * out * (num_classes or 0)
+
+
+# ---- Timing. ----
+
+def _ready(x):
+  return jax.block_until_ready(x)
+
+
+def time_steps(step: Callable[[], Any], *, warmup: int, repeats: int) -> list[float]:
+  """Seconds of each of `repeats` calls of `step` (which must block), after `warmup`."""
+  for _ in range(warmup):
+    step()
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    step()
+    times.append(time.perf_counter() - t0)
+  return times
+
+
+def summary(times: list[float], images: int) -> dict[str, float]:
+  q = np.percentile(times, [25, 75])
+  med = statistics.median(times)
+  return dict(images_per_sec=images / med, step_ms_median=1e3 * med,
+              step_ms_min=1e3 * min(times), step_ms_max=1e3 * max(times),
+              step_ms_iqr=1e3 * float(q[1] - q[0]), repeats=len(times))
+
+
+_PEAKS: dict = {}
+
+
+def matmul_peak(dtype: str, size: int, repeats: int = 5) -> dict[str, float]:
+  """GFLOP/s of a size x size matmul in `dtype` on the default device, best median of
+  three rounds: the practical ceiling our MFU is measured against."""
+  key = (dtype, size)
+  if key not in _PEAKS:
+    a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32).astype(dtype)
+    b = jax.random.normal(jax.random.key(1), (size, size), jnp.float32).astype(dtype)
+    f = jax.jit(lambda x, y: x @ y)
+    _ready(f(a, b))
+    best = min(statistics.median(time_steps(lambda: _ready(f(a, b)), warmup=1,
+                                            repeats=repeats)) for _ in range(3))
+    _PEAKS[key] = dict(peak_gflops=2 * size ** 3 / best / 1e9, peak_matmul_size=size)
+  return _PEAKS[key]
+
+
+def _memory(compiled) -> dict[str, Optional[int]]:
+  out = dict(xla_temp_bytes=None, peak_bytes_in_use=None)
+  try:
+    analysis = compiled.memory_analysis()
+    out['xla_temp_bytes'] = int(analysis.temp_size_in_bytes)
+  except Exception:  # noqa: BLE001  (not every backend has it)
+    pass
+  stats = jax.devices()[0].memory_stats() or {}
+  if 'peak_bytes_in_use' in stats:
+    out['peak_bytes_in_use'] = int(stats['peak_bytes_in_use'])
+  return out
+
+
+# ---- Our model. ----
+
+def _train_config(batch: int):
+  from configs import common  # pylint: disable=g-import-not-at-top
+  c = common.get_config()
+  c.batch_size = batch
+  c.optimizer.update(name='adamw', learning_rate=1e-3, warmup_steps=1, decay='constant',
+                     weight_decay=0.0, grad_clip_norm=0.0)
+  return c
+
+
+def bench_ours(variant: str, *, mode: str, batch: int, image_size: int, dtype: str,
+               scan: bool, remat: bool, num_classes: int, warmup: int, repeats: int,
+               compile_only: bool) -> dict[str, Any]:
+  from vit_jax import optim, sharding, train  # pylint: disable=g-import-not-at-top
+  model = get_model(variant, num_classes=num_classes, dtype=jnp.dtype(dtype), scan=scan,
+                    remat=remat)
+  images = jax.ShapeDtypeStruct((batch, image_size, image_size, 3), jnp.float32)
+  labels = jax.ShapeDtypeStruct((batch,), jnp.int32)
+  abstract_params = jax.eval_shape(model.init, jax.random.key(0), images)['params']
+  if mode == 'infer':
+    fn = jax.jit(lambda p, x: model.apply({'params': p}, x)[0])
+    args_abstract = (abstract_params, images)
+  else:
+    config = _train_config(batch)
+    tx, schedule = optim.make_optimizer(config.optimizer, 10)
+    mesh = sharding.make_mesh()
+    fn = jax.jit(train.make_train_step(model, tx, schedule, config, num_classes, mesh),
+                 donate_argnums=(0,))
+    state = jax.eval_shape(lambda p: dict(step=jnp.zeros((), jnp.int32), params=p,
+                                          opt_state=tx.init(p)), abstract_params)
+    args_abstract = (state, dict(image=images, label=labels))
+  t0 = time.perf_counter()
+  compiled = fn.lower(*args_abstract).compile()
+  result = dict(compile_s=time.perf_counter() - t0, **_memory(compiled))
+  if compile_only:
+    return result
+
+  params = jax.jit(model.init)(jax.random.key(0), jnp.zeros(images.shape))['params']
+  x = jax.random.uniform(jax.random.key(1), images.shape, minval=-1.0, maxval=1.0)
+  if mode == 'infer':
+    step = lambda: _ready(compiled(params, x))  # noqa: E731
+  else:
+    y = jax.random.randint(jax.random.key(2), labels.shape, 0, num_classes)
+    box = [dict(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))]
+    batch_ = dict(image=x, label=y)
+
+    def step():
+      box[0], metrics = compiled(box[0], batch_)
+      _ready(metrics)
+  result.update(summary(time_steps(step, warmup=warmup, repeats=repeats), batch))
+  result.update(_memory(compiled))
+  return result
+
+
+# ---- The PyTorch peer: Hugging Face transformers ViT of the same shape. ----
+
+def bench_torch(variant: str, *, mode: str, batch: int, image_size: int, dtype: str,
+                num_classes: int, warmup: int, repeats: int, compiled: bool
+                ) -> dict[str, Any]:
+  from vit_jax import torch_peers  # pylint: disable=g-import-not-at-top
+  torch = torch_peers.import_torch()
+  transformers = torch_peers.import_transformers()
+  torch.set_num_threads(os.cpu_count())
+  v = variant_kwargs(variant)
+  config = transformers.ViTConfig(
+      hidden_size=v['width'], num_hidden_layers=v['depth'], num_attention_heads=v['num_heads'],
+      intermediate_size=v['mlp_dim'], image_size=image_size, patch_size=v['patch_size'],
+      num_labels=num_classes, hidden_act='gelu_pytorch_tanh', layer_norm_eps=1e-6,
+      hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+  tdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16}[dtype]
+  model = transformers.ViTForImageClassification(config).to(tdtype)
+  x = torch.rand(batch, 3, image_size, image_size, dtype=tdtype) * 2 - 1
+  y = torch.randint(0, num_classes, (batch,))
+  if mode == 'infer':
+    model.eval()
+    fwd = torch.compile(model) if compiled else model
+
+    def step():
+      with torch.inference_mode():
+        fwd(pixel_values=x).logits.float().sum().item()
+  else:
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
+    fwd = torch.compile(model) if compiled else model
+
+    def step():
+      loss = torch.nn.functional.cross_entropy(fwd(pixel_values=x).logits.float(), y)
+      loss.backward()
+      opt.step()
+      opt.zero_grad(set_to_none=True)
+      loss.item()
+  t0 = time.perf_counter()
+  step()  # the first call compiles (torch.compile) or warms the allocator (eager)
+  first_s = time.perf_counter() - t0
+  out = summary(time_steps(step, warmup=warmup, repeats=repeats), batch)
+  out['compile_s'] = first_s if compiled else None
+  return out
+
+
+# ---- CLI. ----
+
+def _bools(s: str) -> list[bool]:
+  return [v.strip().lower() in ('1', 'true', 'yes') for v in s.split(',')]
+
+
+def _environment() -> dict[str, Any]:
+  dev = jax.devices()[0]
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open('/proc/cpuinfo') as f:
+      cpu = next((l.split(':', 1)[1].strip() for l in f if l.startswith('model name')), cpu)
+  except OSError:
+    pass
+  return dict(backend=jax.default_backend(), device=dev.device_kind, devices=jax.device_count(),
+              cpu=cpu, cpu_count=os.cpu_count(), jax=jax.__version__,
+              xla_flags=os.environ.get('XLA_FLAGS', ''))
+
+
+def run(args) -> list[dict]:
+  env = _environment()
+  log(f'benchmark on {env["backend"]} ({env["device"]} x{env["devices"]}; {env["cpu"]}, '
+      f'{env["cpu_count"]} cores), jax {env["jax"]}')
+  peak_size = args.peak_size or (4096 if env['backend'] == 'cpu' else 8192)
+  lines = []
+  for dtype in args.dtype.split(','):
+    peak = {} if args.compile_only else matmul_peak(dtype, peak_size)
+    if peak:
+      log(f'{dtype} matmul peak: {peak["peak_gflops"]:.1f} GFLOP/s ({peak_size}^2)')
+    for variant in args.variant.split(','):
+      flops_fwd = forward_flops(**variant_kwargs(variant), image_size=args.image_size,
+                                num_classes=args.num_classes)
+      for mode in args.mode.split(','):
+        for scan in _bools(args.scan):
+          for remat in _bools(args.remat):
+            common = dict(variant=variant, mode=mode, batch=args.batch,
+                          image_size=args.image_size, dtype=dtype)
+            log(f'{variant} {mode} batch {args.batch} {args.image_size}px {dtype} '
+                f'scan={scan} remat={remat} ...')
+            r = bench_ours(variant, mode=mode, batch=args.batch,
+                           image_size=args.image_size, dtype=dtype, scan=scan, remat=remat,
+                           num_classes=args.num_classes, warmup=args.warmup,
+                           repeats=args.repeats, compile_only=args.compile_only)
+            flops = flops_fwd * (3 if mode == 'train' else 1)
+            line = dict(impl='vit_jax', **common, scan=scan, remat=remat, **r,
+                        gflop_per_image=flops / 1e9, **peak, **env)
+            if 'images_per_sec' in r:
+              line['achieved_gflops'] = flops * r['images_per_sec'] / 1e9
+              if peak:
+                line['mfu'] = line['achieved_gflops'] / peak['peak_gflops']
+            for kind in (args.compare_torch.split(',') if args.compare_torch else []):
+              if args.compile_only:
+                break
+              log(f'  PyTorch (Hugging Face ViT, {kind}) ...')
+              try:
+                t = bench_torch(variant, mode=mode, batch=args.batch,
+                                image_size=args.image_size, dtype=dtype,
+                                num_classes=args.num_classes, warmup=args.warmup,
+                                repeats=args.repeats, compiled=kind == 'compile')
+              except Exception as e:  # noqa: BLE001  (torch.compile fails in many ways)
+                log(f'  PyTorch {kind} failed: {type(e).__name__}: {str(e)[:300]}')
+                line[f'torch_{kind}_error'] = f'{type(e).__name__}: {str(e)[:300]}'
+                continue
+              tline = dict(impl=f'hf_torch_{kind}', **common, **t,
+                           gflop_per_image=flops / 1e9, **env)
+              tline['achieved_gflops'] = flops * t['images_per_sec'] / 1e9
+              print(json.dumps(tline), flush=True)
+              lines.append(tline)
+              line[f'ratio_vs_torch_{kind}'] = r['images_per_sec'] / t['images_per_sec']
+            print(json.dumps(line), flush=True)
+            lines.append(line)
+            if 'images_per_sec' in line:
+              log(f'  {line["images_per_sec"]:.1f} images/s, {line["step_ms_median"]:.1f} ms/step'
+                  + (f', MFU {line["mfu"]:.1%}' if 'mfu' in line else '')
+                  + ''.join(f', x{line[k]:.2f} {k[len("ratio_vs_"):]}'
+                            for k in line if k.startswith('ratio_vs_')))
+            else:
+              log(f'  compiled in {line["compile_s"]:.1f} s, XLA temp '
+                  f'{(line["xla_temp_bytes"] or 0) / 2**30:.2f} GiB')
+  return lines
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(
+      prog='python -m vit_jax.benchmark', description=__doc__.splitlines()[0],
+      formatter_class=argparse.RawDescriptionHelpFormatter,
+      epilog='\n'.join(__doc__.splitlines()[2:]))
+  parser.add_argument('--variant', default='Ti/16', help='comma list, e.g. Ti/16,S/16,B/16')
+  parser.add_argument('--mode', default='infer,train', help='infer, train or both')
+  parser.add_argument('--batch', type=int, default=32)
+  parser.add_argument('--image-size', type=int, default=224)
+  parser.add_argument('--dtype', default='float32', help='float32, bfloat16 or both')
+  parser.add_argument('--num-classes', type=int, default=1000)
+  parser.add_argument('--scan', default='0', help='0, 1 or 0,1 (scan over layers)')
+  parser.add_argument('--remat', default='0', help='0, 1 or 0,1 (per-block remat)')
+  parser.add_argument('--warmup', type=int, default=2)
+  parser.add_argument('--repeats', type=int, default=10)
+  parser.add_argument('--peak-size', type=int, default=0,
+                      help='matmul size for the peak (default 4096 on CPU, 8192 else)')
+  parser.add_argument('--compile-only', action='store_true')
+  parser.add_argument('--compare-torch', nargs='?', const='eager,compile', default='',
+                      help='eager, compile or both (default both)')
+  args = parser.parse_args(argv)
+  for v in args.variant.split(','):
+    try:
+      variant_kwargs(v)
+    except ValueError as e:
+      parser.error(str(e))
+  bad = [m for m in args.mode.split(',') if m not in ('infer', 'train')]
+  bad += [d for d in args.dtype.split(',') if d not in ('float32', 'bfloat16')]
+  bad += [k for k in args.compare_torch.split(',') if k and k not in ('eager', 'compile')]
+  if bad:
+    parser.error(f'unknown value(s) {bad}: --mode takes infer,train; --dtype float32,'
+                 'bfloat16; --compare-torch eager,compile.')
+  if args.image_size % variant_kwargs(args.variant.split(',')[0])['patch_size']:
+    parser.error(f'--image-size {args.image_size} is not a multiple of the patch size.')
+  run(args)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
