@@ -165,3 +165,24 @@ def test_no_readable_image_exits_1_naming_them(imagenet_npz, tmp_path):
   assert 'no readable image' in r.stderr
   assert [json.loads(line)['error'] for line in r.stdout.splitlines()] == [
       'empty file', 'no such file or directory']
+
+
+@pytest.mark.parametrize('to', ['hf_vit', 'timm_vit'])
+def test_pytorch_exports_predict_like_the_workdir(mnist_run, tmp_path, to):
+  """The same model as a Hugging Face or timm directory gives the same top-3 classes and
+  probabilities (within float32 rounding) as its orbax workdir."""
+  workdir, folder, _ = mnist_run
+  exported = tmp_path / to
+  conv = subprocess.run([sys.executable, '-m', 'vit_jax.convert', str(workdir), str(exported),
+                         f'--to={to}'], cwd=REPO, capture_output=True, text=True)
+  assert conv.returncode == 0, conv.stderr
+  digits = sorted(folder.glob('*_label*.png'))
+  runs = [run_cli(f'--checkpoint={ckpt}', '--json', '--top_k=3', '--image_size=16', *digits)
+          for ckpt in (workdir, exported)]
+  assert all(r.returncode == 0 for r in runs), runs[1].stderr
+  ours, theirs = ([json.loads(l) for l in r.stdout.splitlines()] for r in runs)
+  assert len(ours) == len(theirs) == 8
+  for a, b in zip(ours, theirs):
+    assert [q['label'] for q in a['predictions']] == [q['label'] for q in b['predictions']]
+    np.testing.assert_allclose([q['prob'] for q in a['predictions']],
+                               [q['prob'] for q in b['predictions']], atol=1e-5)
