@@ -1,0 +1,1 @@
+"""Experiments answering the ViT paper's questions at laptop scale (see README.md here)."""
