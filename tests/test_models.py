@@ -135,13 +135,23 @@ def test_remat_gives_the_same_loss_and_gradients():
     jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-4, atol=2e-5), g, g_ref)
 
 
-def test_fused_attention_matches_explicit_weights_path():
+def test_fused_attention_matches_explicit_weights_path(monkeypatch):
+  """The GPU path (jax.nn.dot_product_attention) and the written-out one agree, forward
+  and backward."""
+  from vit_jax.models import vit
   model = tiny()
   x = images()
   params = random_head(init(model, x))
-  fused, _ = model.apply({'params': params}, x)
-  explicit, _ = model.apply({'params': params}, x, return_attention=True)
+  loss = lambda p: jnp.sum(model.apply({'params': p}, x)[0] ** 2)  # noqa: E731
+  explicit, g_explicit = model.apply({'params': params}, x)[0], jax.grad(loss)(params)
+  monkeypatch.setattr(vit, 'fused_attention_backend', lambda: True)
+  fused, g_fused = model.apply({'params': params}, x)[0], jax.grad(loss)(params)
   np.testing.assert_allclose(fused, explicit, rtol=1e-5, atol=1e-5)
+  scale = max(float(np.abs(g).max()) for g in jax.tree.leaves(g_explicit))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(  # float32 rounding of the largest
+      a, b, rtol=1e-4, atol=1e-6 * scale), g_fused, g_explicit)
+  weights = model.apply({'params': params}, x, return_attention=True)[1]['attention']
+  np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-5)
 
 
 def test_bfloat16_compute_over_float32_params():

@@ -3,6 +3,7 @@
   python -m vit_jax.benchmark --variant=Ti/16,S/16,B/16 --batch=32 --mode=infer,train
   python -m vit_jax.benchmark --variant=B/16 --dtype=bfloat16 --compare-torch
   python -m vit_jax.benchmark --variant=H/14 --mode=train --scan=0,1 --remat=0,1 --compile-only
+  python -m vit_jax.benchmark --variant=Ti/16,S/16 --attention=sdpa,explicit   # A/B
 
 For each (variant, mode, dtype, scan, remat) it prints one JSON line (stdout): images/s,
 step time (median, min, max and interquartile range over --repeats timed steps; compile and
@@ -22,6 +23,8 @@ Progress goes to stderr.
 """
 
 import argparse
+import contextlib
+import itertools
 import json
 import os
 import platform
@@ -134,9 +137,23 @@ def _train_config(batch: int):
   return c
 
 
+@contextlib.contextmanager
+def attention_path(name: str):
+  """'auto' (the model's choice), 'sdpa' (jax.nn.dot_product_attention) or 'explicit'
+  (written out, heads-major), for A/B timing of the two attention formulations."""
+  from vit_jax.models import vit  # pylint: disable=g-import-not-at-top
+  saved = vit.fused_attention_backend
+  if name != 'auto':
+    vit.fused_attention_backend = lambda: name == 'sdpa'
+  try:
+    yield
+  finally:
+    vit.fused_attention_backend = saved
+
+
 def bench_ours(variant: str, *, mode: str, batch: int, image_size: int, dtype: str,
                scan: bool, remat: bool, num_classes: int, warmup: int, repeats: int,
-               compile_only: bool) -> dict[str, Any]:
+               compile_only: bool, attention: str = 'auto') -> dict[str, Any]:
   from vit_jax import optim, sharding, train  # pylint: disable=g-import-not-at-top
   model = get_model(variant, num_classes=num_classes, dtype=jnp.dtype(dtype), scan=scan,
                     remat=remat)
@@ -156,7 +173,8 @@ def bench_ours(variant: str, *, mode: str, batch: int, image_size: int, dtype: s
                                           opt_state=tx.init(p)), abstract_params)
     args_abstract = (state, dict(image=images, label=labels))
   t0 = time.perf_counter()
-  compiled = fn.lower(*args_abstract).compile()
+  with attention_path(attention):
+    compiled = fn.lower(*args_abstract).compile()
   result = dict(compile_s=time.perf_counter() - t0, **_memory(compiled))
   if compile_only:
     return result
@@ -242,6 +260,52 @@ def _environment() -> dict[str, Any]:
               xla_flags=os.environ.get('XLA_FLAGS', ''))
 
 
+def measure(args, *, variant: str, mode: str, dtype: str, scan: bool, remat: bool,
+            attention: str, flops: int, peak: dict, env: dict) -> list[dict]:
+  """One configuration: our line (with ratios) and the PyTorch lines, printed as JSON."""
+  common = dict(variant=variant, mode=mode, batch=args.batch, image_size=args.image_size,
+                dtype=dtype)
+  log(f'{variant} {mode} batch {args.batch} {args.image_size}px {dtype} scan={scan} '
+      f'remat={remat} attention={attention} ...')
+  r = bench_ours(variant, mode=mode, batch=args.batch, image_size=args.image_size,
+                 dtype=dtype, scan=scan, remat=remat, num_classes=args.num_classes,
+                 warmup=args.warmup, repeats=args.repeats, compile_only=args.compile_only,
+                 attention=attention)
+  line = dict(impl='vit_jax', **common, scan=scan, remat=remat, attention=attention, **r,
+              gflop_per_image=flops / 1e9, **peak, **env)
+  out = []
+  if 'images_per_sec' in r:
+    line['achieved_gflops'] = flops * r['images_per_sec'] / 1e9
+    if peak:
+      line['mfu'] = line['achieved_gflops'] / peak['peak_gflops']
+  for kind in (args.compare_torch.split(',') if args.compare_torch and not args.compile_only
+               else []):
+    log(f'  PyTorch (Hugging Face ViT, {kind}) ...')
+    try:
+      t = bench_torch(variant, mode=mode, batch=args.batch, image_size=args.image_size,
+                      dtype=dtype, num_classes=args.num_classes, warmup=args.warmup,
+                      repeats=args.repeats, compiled=kind == 'compile')
+    except Exception as e:  # noqa: BLE001  (torch.compile fails in many ways)
+      log(f'  PyTorch {kind} failed: {type(e).__name__}: {str(e)[:300]}')
+      line[f'torch_{kind}_error'] = f'{type(e).__name__}: {str(e)[:300]}'
+      continue
+    tline = dict(impl=f'hf_torch_{kind}', **common, **t, gflop_per_image=flops / 1e9, **env)
+    tline['achieved_gflops'] = flops * t['images_per_sec'] / 1e9
+    print(json.dumps(tline), flush=True)
+    out.append(tline)
+    line[f'ratio_vs_torch_{kind}'] = r['images_per_sec'] / t['images_per_sec']
+  print(json.dumps(line), flush=True)
+  if 'images_per_sec' in line:
+    log(f'  {line["images_per_sec"]:.1f} images/s, {line["step_ms_median"]:.1f} ms/step'
+        + (f', MFU {line["mfu"]:.1%}' if 'mfu' in line else '')
+        + ''.join(f', x{line[k]:.2f} {k[len("ratio_vs_"):]}'
+                  for k in line if k.startswith('ratio_vs_')))
+  else:
+    log(f'  compiled in {line["compile_s"]:.1f} s, XLA temp '
+        f'{(line["xla_temp_bytes"] or 0) / 2**30:.2f} GiB')
+  return out + [line]
+
+
 def run(args) -> list[dict]:
   env = _environment()
   log(f'benchmark on {env["backend"]} ({env["device"]} x{env["devices"]}; {env["cpu"]}, '
@@ -252,56 +316,13 @@ def run(args) -> list[dict]:
     peak = {} if args.compile_only else matmul_peak(dtype, peak_size)
     if peak:
       log(f'{dtype} matmul peak: {peak["peak_gflops"]:.1f} GFLOP/s ({peak_size}^2)')
-    for variant in args.variant.split(','):
-      flops_fwd = forward_flops(**variant_kwargs(variant), image_size=args.image_size,
-                                num_classes=args.num_classes)
-      for mode in args.mode.split(','):
-        for scan in _bools(args.scan):
-          for remat in _bools(args.remat):
-            common = dict(variant=variant, mode=mode, batch=args.batch,
-                          image_size=args.image_size, dtype=dtype)
-            log(f'{variant} {mode} batch {args.batch} {args.image_size}px {dtype} '
-                f'scan={scan} remat={remat} ...')
-            r = bench_ours(variant, mode=mode, batch=args.batch,
-                           image_size=args.image_size, dtype=dtype, scan=scan, remat=remat,
-                           num_classes=args.num_classes, warmup=args.warmup,
-                           repeats=args.repeats, compile_only=args.compile_only)
-            flops = flops_fwd * (3 if mode == 'train' else 1)
-            line = dict(impl='vit_jax', **common, scan=scan, remat=remat, **r,
-                        gflop_per_image=flops / 1e9, **peak, **env)
-            if 'images_per_sec' in r:
-              line['achieved_gflops'] = flops * r['images_per_sec'] / 1e9
-              if peak:
-                line['mfu'] = line['achieved_gflops'] / peak['peak_gflops']
-            for kind in (args.compare_torch.split(',') if args.compare_torch else []):
-              if args.compile_only:
-                break
-              log(f'  PyTorch (Hugging Face ViT, {kind}) ...')
-              try:
-                t = bench_torch(variant, mode=mode, batch=args.batch,
-                                image_size=args.image_size, dtype=dtype,
-                                num_classes=args.num_classes, warmup=args.warmup,
-                                repeats=args.repeats, compiled=kind == 'compile')
-              except Exception as e:  # noqa: BLE001  (torch.compile fails in many ways)
-                log(f'  PyTorch {kind} failed: {type(e).__name__}: {str(e)[:300]}')
-                line[f'torch_{kind}_error'] = f'{type(e).__name__}: {str(e)[:300]}'
-                continue
-              tline = dict(impl=f'hf_torch_{kind}', **common, **t,
-                           gflop_per_image=flops / 1e9, **env)
-              tline['achieved_gflops'] = flops * t['images_per_sec'] / 1e9
-              print(json.dumps(tline), flush=True)
-              lines.append(tline)
-              line[f'ratio_vs_torch_{kind}'] = r['images_per_sec'] / t['images_per_sec']
-            print(json.dumps(line), flush=True)
-            lines.append(line)
-            if 'images_per_sec' in line:
-              log(f'  {line["images_per_sec"]:.1f} images/s, {line["step_ms_median"]:.1f} ms/step'
-                  + (f', MFU {line["mfu"]:.1%}' if 'mfu' in line else '')
-                  + ''.join(f', x{line[k]:.2f} {k[len("ratio_vs_"):]}'
-                            for k in line if k.startswith('ratio_vs_')))
-            else:
-              log(f'  compiled in {line["compile_s"]:.1f} s, XLA temp '
-                  f'{(line["xla_temp_bytes"] or 0) / 2**30:.2f} GiB')
+    for variant, mode, scan, remat, attention in itertools.product(
+        args.variant.split(','), args.mode.split(','), _bools(args.scan), _bools(args.remat),
+        args.attention.split(',')):
+      flops = forward_flops(**variant_kwargs(variant), image_size=args.image_size,
+                            num_classes=args.num_classes) * (3 if mode == 'train' else 1)
+      lines += measure(args, variant=variant, mode=mode, dtype=dtype, scan=scan, remat=remat,
+                       attention=attention, flops=flops, peak=peak, env=env)
   return lines
 
 
@@ -318,6 +339,9 @@ def main(argv=None) -> int:
   parser.add_argument('--num-classes', type=int, default=1000)
   parser.add_argument('--scan', default='0', help='0, 1 or 0,1 (scan over layers)')
   parser.add_argument('--remat', default='0', help='0, 1 or 0,1 (per-block remat)')
+  parser.add_argument('--attention', default='auto',
+                      help="auto (the model's choice), sdpa, explicit, or a comma list: "
+                      'A/B of the attention formulations')
   parser.add_argument('--warmup', type=int, default=2)
   parser.add_argument('--repeats', type=int, default=10)
   parser.add_argument('--peak-size', type=int, default=0,
@@ -334,9 +358,10 @@ def main(argv=None) -> int:
   bad = [m for m in args.mode.split(',') if m not in ('infer', 'train')]
   bad += [d for d in args.dtype.split(',') if d not in ('float32', 'bfloat16')]
   bad += [k for k in args.compare_torch.split(',') if k and k not in ('eager', 'compile')]
+  bad += [a for a in args.attention.split(',') if a not in ('auto', 'sdpa', 'explicit')]
   if bad:
     parser.error(f'unknown value(s) {bad}: --mode takes infer,train; --dtype float32,'
-                 'bfloat16; --compare-torch eager,compile.')
+                 'bfloat16; --compare-torch eager,compile; --attention auto,sdpa,explicit.')
   if args.image_size % variant_kwargs(args.variant.split(',')[0])['patch_size']:
     parser.error(f'--image-size {args.image_size} is not a multiple of the patch size.')
   run(args)
