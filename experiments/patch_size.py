@@ -18,7 +18,7 @@ def runs(args):
   return [common.Run(f'p{p}_s{s}', 'configs/fashion_mnist.py',
                      common.base({'model.variant': f'mu/{p}', 'seed': s}, args.smoke),
                      dict(patch=p, tokens=(28 // p) ** 2, seed=s))
-          for p in PATCHES for s in range(args.seeds)]
+          for s in range(args.seeds) for p in PATCHES]  # seed-major
 
 
 SPEC = dict(
@@ -27,6 +27,9 @@ SPEC = dict(
          'better accuracy for the same model. Same model width/depth, recipe and steps; '
          'only the patch size (`model.variant=mu/P`) and the seed change.',
     script='./launch.sh python -m experiments.patch_size',
+    notes='Same number of steps for every patch size, so smaller patches get more compute '
+          '(and wall-clock time) for the same data; the short runs (300 steps) compare '
+          'early learning, not converged accuracy.',
     columns=['patch', 'tokens', 'seed'],
     metrics=['accuracy', 'train_seconds', 'images_per_sec', 'gflops'],
     plots=[dict(kind='line', x='tokens', y='accuracy', xlabel='patch tokens (28/P)^2',

@@ -153,7 +153,8 @@ def plot(spec_plot, rows, runs, out_dir: Path):
         ax.bar(pos, [r[y] for r in rs], width, yerr=[r[y + '_std'] for r in rs], capsize=3,
                label=f'{series}={g}' if series else None)
         for p, r in zip(pos, rs):
-          ax.annotate(METRICS[y][1].format(r[y]), (p, r[y]), ha='center', va='bottom',
+          ax.annotate(METRICS[y][1].format(r[y]), (p, r[y] + r[y + '_std']), ha='center',
+                      va='bottom',
                       fontsize=7, xytext=(0, 2), textcoords='offset points')
       ax.set_xticks(range(len(names)), names)
       lo = min(r[y] - r[y + '_std'] for r in rows)
