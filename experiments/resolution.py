@@ -47,7 +47,11 @@ SPEC = dict(
     script='./launch.sh python -m experiments.resolution',
     notes='One base run and one seed per continuation (the issue asks for 1 base + 2 '
           'continuations); more seeds: --seeds=3. The 42x42 continuation costs more per '
-          'image (36 instead of 16 patch tokens), see the FLOPs and images/s columns.',
+          'image (36 instead of 16 patch tokens), see the FLOPs and images/s columns. '
+          'Unlike the paper, where 384 px photos hold more detail than 224 px ones, the '
+          'larger images here are 28x28 images upsampled: they add no information, and each '
+          '7x7 patch now covers a smaller part of the object than in pre-training, which the '
+          'model has to re-learn in a few hundred steps.',
     columns=['stage', 'resolution', 'seed'],
     metrics=['accuracy', 'train_seconds', 'images_per_sec', 'gflops'],
     plots=[dict(kind='bar', x='stage', series='resolution', y='accuracy',
