@@ -49,11 +49,11 @@ def test_flops_counts_every_matmul_by_hand():
   # 28x28, 7x7 patches: 16 patches + class token, width 8, 1 block, mlp 16, 10 classes.
   n, t, d = 16, 17, 8
   expected = 2 * (n * 147 * d + 4 * t * d * d + 2 * t * t * d + 2 * t * d * 16 + d * 10)
-  assert flops.vit_forward_flops(image_size=28, patch_size=7, width=8, depth=1, mlp_dim=16,
-                                 num_classes=10) == expected
+  assert flops.forward_flops(image_size=28, patch_size=7, width=8, depth=1, mlp_dim=16,
+                             num_classes=10) == expected
   # Patches 4x smaller in area: 4x the patch tokens; cost grows faster than linearly.
-  f7, f4 = (flops.vit_forward_flops(image_size=28, patch_size=p, width=64, depth=4,
-                                    mlp_dim=256, num_classes=10) for p in (7, 4))
+  f7, f4 = (flops.forward_flops(image_size=28, patch_size=p, width=64, depth=4,
+                                mlp_dim=256, num_classes=10) for p in (7, 4))
   assert f4 > 3 * f7
 
 
