@@ -40,7 +40,7 @@ SPEC = dict(
 def main(argv=None):
   args = common.parse_args(__doc__, argv, seeds=3)
   rs = runs(args)
-  common.sweep(NAME, rs, args, dict(SPEC, order=[r.name for r in rs]))
+  common.sweep(NAME, rs, args, SPEC)
 
 
 if __name__ == '__main__':

@@ -124,8 +124,10 @@ def write_spec(experiment: str, root: Path, spec: dict):
 
 
 def sweep(experiment: str, runs: list, args, spec: dict, log=print) -> list:
-  """Writes the spec, launches every run in order, then writes the report."""
-  write_spec(experiment, args.workdir_root, dict(spec, smoke=bool(args.smoke)))
+  """Writes the spec (with the runs' order, which the report keeps), launches every run
+  in order, then writes the report."""
+  write_spec(experiment, args.workdir_root,
+             dict(spec, order=[r.name for r in runs], smoke=bool(args.smoke)))
   records = [launch(experiment, r, args.workdir_root, log=log) for r in runs]
   if not args.no_report:
     from experiments import report  # pylint: disable=g-import-not-at-top

@@ -62,7 +62,7 @@ SPEC = dict(
 def main(argv=None):
   args = common.parse_args(__doc__, argv, seeds=2)
   rs = runs(args, args.workdir_root)
-  common.sweep(NAME, rs, args, dict(SPEC, order=[r.name for r in rs]))
+  common.sweep(NAME, rs, args, SPEC)
 
 
 if __name__ == '__main__':
