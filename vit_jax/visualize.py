@@ -162,6 +162,17 @@ def attention_figure(image, last_layer_maps, rollout_map, title: str = ''):
   return fig
 
 
+def _one_panel(ncols: int, nrows: int):
+  """A figure of ncols x nrows panel sizes holding one axes-free panel."""
+  fig, axes = _figure(ncols, nrows)
+  gs = axes[0, 0].get_gridspec()
+  for ax in axes.flat:
+    ax.remove()
+  ax = fig.add_subplot(gs[:, :])
+  ax.axis('off')
+  return fig, ax
+
+
 def patch_embedding_figure(kernel, num: int = 28):
   """Principal components of the patch-embedding filters as one image grid (Figure 7,
   left; RGB when the model has 3 input channels). 2x2 panels of PANEL_PX pixels."""
@@ -169,12 +180,7 @@ def patch_embedding_figure(kernel, num: int = 28):
   if pcs.shape[-1] != 3:
     pcs = pcs.mean(-1)
   grid = mosaic(pcs, ncols=min(7, len(pcs)))
-  fig, axes = _figure(2, 2)
-  gs = axes[0, 0].get_gridspec()
-  for ax in axes.flat:
-    ax.remove()
-  ax = fig.add_subplot(gs[:, :])
-  ax.axis('off')
+  fig, ax = _one_panel(2, 2)
   ax.imshow(grid, cmap='gray' if grid.ndim == 2 else None, interpolation='nearest')
   ax.set_title(f'Embedding filters: first {len(pcs)} principal components', fontsize=8)
   fig.tight_layout(pad=0.3)
@@ -189,12 +195,7 @@ def posemb_similarity_figure(posemb, grid: Sequence[int], num_prefix: int):
   tiles = sim.reshape(gh * gw, gh, gw)
   pad = max(1, gh // 8)
   image = mosaic(tiles, ncols=gw, pad=pad, fill=np.nan)
-  fig, axes = _figure(2, 2)
-  gs = axes[0, 0].get_gridspec()
-  for ax in axes.flat:
-    ax.remove()
-  ax = fig.add_subplot(gs[:, :])
-  ax.axis('off')
+  fig, ax = _one_panel(2, 2)
   im = ax.imshow(image, cmap='viridis', vmin=-1, vmax=1, interpolation='nearest')
   ax.set_title('Position embedding similarity (rows/cols: patch)', fontsize=8)
   fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label='cosine similarity')
