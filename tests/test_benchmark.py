@@ -73,6 +73,12 @@ def test_compile_only_reports_memory_with_and_without_scan_and_remat():
     assert 'images_per_sec' not in line
 
 
+def test_xla_options_ab_compiles_both():
+  lines, _ = run_cli('--variant=mu/8', '--image-size=32', '--batch=4', '--mode=infer',
+                     '--compile-only', '--num-classes=10', '--xla-options=default,tuned')
+  assert [l['xla_options'] for l in lines] == ['default', 'tuned']
+
+
 def test_bad_arguments_are_named():
   out = subprocess.run([sys.executable, '-m', 'vit_jax.benchmark', '--variant=X/16'],
                        cwd=REPO, capture_output=True, text=True)

@@ -4,6 +4,7 @@
   python -m vit_jax.benchmark --variant=B/16 --dtype=bfloat16 --compare-torch
   python -m vit_jax.benchmark --variant=H/14 --mode=train --scan=0,1 --remat=0,1 --compile-only
   python -m vit_jax.benchmark --variant=Ti/16,S/16 --attention=sdpa,explicit   # A/B
+  python -m vit_jax.benchmark --variant=B/16 --xla-options=default,tuned          # A/B
 
 For each (variant, mode, dtype, scan, remat) it prints one JSON line (stdout): images/s,
 step time (median, min, max and interquartile range over --repeats timed steps; compile and
@@ -16,9 +17,11 @@ without running (memory and compile time of models too big to run here).
 
 The train step is the trainer's own (`train.make_train_step`: AdamW, label smoothing off,
 the non-finite guard), jitted with the state donated, so a speed-up here is one in training.
---compare-torch also times the same-shaped Hugging Face ViT in PyTorch in this process
-(eager, and torch.compile when it works; inference under torch.inference_mode, train as
-forward + backward + AdamW step) and adds the ratio ours/theirs to our line.
+Steps compile with the XLA options training uses (vit_jax.cpu_tuning; --xla-options=default
+for XLA's own). --compare-torch also times the same-shaped Hugging Face ViT in PyTorch in
+this process, after all of ours (eager, and torch.compile when it works; inference under
+torch.inference_mode, train as forward + backward + AdamW step) and adds the ratio
+ours/theirs to our line.
 Progress goes to stderr.
 """
 
@@ -37,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vit_jax import cpu_tuning
 from vit_jax.models import get_model, variant_kwargs
 
 
@@ -95,20 +99,26 @@ def summary(times: list[float], images: int) -> dict[str, float]:
               step_ms_iqr=1e3 * float(q[1] - q[0]), repeats=len(times))
 
 
+# --xla-options: the compiler options a step is compiled with (A/B of cpu_tuning).
+XLA_OPTIONS = {'tuned': cpu_tuning.compiler_options, 'default': lambda dtype: {}}
 _PEAKS: dict = {}
 
 
 def matmul_peak(dtype: str, size: int, repeats: int = 5) -> dict[str, float]:
-  """GFLOP/s of a size x size matmul in `dtype` on the default device, best median of
-  three rounds: the practical ceiling our MFU is measured against."""
+  """GFLOP/s of a size x size matmul in `dtype` on the default device (low precision
+  accumulating in float32, as the model does), best median of three rounds under XLA's
+  default options and ours (cpu_tuning): the practical ceiling MFU is measured against."""
   key = (dtype, size)
   if key not in _PEAKS:
     a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32).astype(dtype)
     b = jax.random.normal(jax.random.key(1), (size, size), jnp.float32).astype(dtype)
-    f = jax.jit(lambda x, y: x @ y)
-    _ready(f(a, b))
-    best = min(statistics.median(time_steps(lambda: _ready(f(a, b)), warmup=1,
-                                            repeats=repeats)) for _ in range(3))
+    matmul = lambda x, y: jnp.matmul(x, y, preferred_element_type=jnp.float32).astype(dtype)  # noqa: E731
+    best = float('inf')
+    for options in XLA_OPTIONS.values():
+      f = jax.jit(matmul).lower(a, b).compile(compiler_options=options(dtype))
+      _ready(f(a, b))
+      best = min([best] + [statistics.median(time_steps(lambda: _ready(f(a, b)), warmup=1,
+                                                        repeats=repeats)) for _ in range(3)])
     _PEAKS[key] = dict(peak_gflops=2 * size ** 3 / best / 1e9, peak_matmul_size=size)
   return _PEAKS[key]
 
@@ -127,6 +137,7 @@ def _memory(compiled) -> dict[str, Optional[int]]:
 
 
 # ---- Our model. ----
+
 
 def _train_config(batch: int):
   from configs import common  # pylint: disable=g-import-not-at-top
@@ -153,7 +164,8 @@ def attention_path(name: str):
 
 def bench_ours(variant: str, *, mode: str, batch: int, image_size: int, dtype: str,
                scan: bool, remat: bool, num_classes: int, warmup: int, repeats: int,
-               compile_only: bool, attention: str = 'auto') -> dict[str, Any]:
+               compile_only: bool, attention: str = 'auto', xla_options: str = 'tuned'
+               ) -> dict[str, Any]:
   from vit_jax import optim, sharding, train  # pylint: disable=g-import-not-at-top
   model = get_model(variant, num_classes=num_classes, dtype=jnp.dtype(dtype), scan=scan,
                     remat=remat)
@@ -174,7 +186,8 @@ def bench_ours(variant: str, *, mode: str, batch: int, image_size: int, dtype: s
     args_abstract = (state, dict(image=images, label=labels))
   t0 = time.perf_counter()
   with attention_path(attention):
-    compiled = fn.lower(*args_abstract).compile()
+    compiled = fn.lower(*args_abstract).compile(
+        compiler_options=XLA_OPTIONS[xla_options](dtype))
   result = dict(compile_s=time.perf_counter() - t0, **_memory(compiled))
   if compile_only:
     return result
@@ -260,69 +273,92 @@ def _environment() -> dict[str, Any]:
               xla_flags=os.environ.get('XLA_FLAGS', ''))
 
 
-def measure(args, *, variant: str, mode: str, dtype: str, scan: bool, remat: bool,
-            attention: str, flops: int, peak: dict, env: dict) -> list[dict]:
-  """One configuration: our line (with ratios) and the PyTorch lines, printed as JSON."""
-  common = dict(variant=variant, mode=mode, batch=args.batch, image_size=args.image_size,
-                dtype=dtype)
+def measure_ours(args, *, variant: str, mode: str, dtype: str, scan: bool, remat: bool,
+                 attention: str, xla_options: str, flops: int, peak: dict, env: dict) -> dict:
+  """One configuration of our model: its JSON line (printed by run())."""
   log(f'{variant} {mode} batch {args.batch} {args.image_size}px {dtype} scan={scan} '
-      f'remat={remat} attention={attention} ...')
+      f'remat={remat} attention={attention} xla_options={xla_options} ...')
   r = bench_ours(variant, mode=mode, batch=args.batch, image_size=args.image_size,
                  dtype=dtype, scan=scan, remat=remat, num_classes=args.num_classes,
                  warmup=args.warmup, repeats=args.repeats, compile_only=args.compile_only,
-                 attention=attention)
-  line = dict(impl='vit_jax', **common, scan=scan, remat=remat, attention=attention, **r,
-              gflop_per_image=flops / 1e9, **peak, **env)
-  out = []
+                 attention=attention, xla_options=xla_options)
+  line = dict(impl='vit_jax', variant=variant, mode=mode, batch=args.batch,
+              image_size=args.image_size, dtype=dtype, scan=scan, remat=remat,
+              attention=attention, xla_options=xla_options, **r, gflop_per_image=flops / 1e9,
+              **peak, **env)
   if 'images_per_sec' in r:
     line['achieved_gflops'] = flops * r['images_per_sec'] / 1e9
     if peak:
       line['mfu'] = line['achieved_gflops'] / peak['peak_gflops']
-  for kind in (args.compare_torch.split(',') if args.compare_torch and not args.compile_only
-               else []):
-    log(f'  PyTorch (Hugging Face ViT, {kind}) ...')
-    try:
-      t = bench_torch(variant, mode=mode, batch=args.batch, image_size=args.image_size,
-                      dtype=dtype, num_classes=args.num_classes, warmup=args.warmup,
-                      repeats=args.repeats, compiled=kind == 'compile')
-    except Exception as e:  # noqa: BLE001  (torch.compile fails in many ways)
-      log(f'  PyTorch {kind} failed: {type(e).__name__}: {str(e)[:300]}')
-      line[f'torch_{kind}_error'] = f'{type(e).__name__}: {str(e)[:300]}'
-      continue
-    tline = dict(impl=f'hf_torch_{kind}', **common, **t, gflop_per_image=flops / 1e9, **env)
-    tline['achieved_gflops'] = flops * t['images_per_sec'] / 1e9
-    print(json.dumps(tline), flush=True)
-    out.append(tline)
-    line[f'ratio_vs_torch_{kind}'] = r['images_per_sec'] / t['images_per_sec']
-  print(json.dumps(line), flush=True)
-  if 'images_per_sec' in line:
     log(f'  {line["images_per_sec"]:.1f} images/s, {line["step_ms_median"]:.1f} ms/step'
-        + (f', MFU {line["mfu"]:.1%}' if 'mfu' in line else '')
-        + ''.join(f', x{line[k]:.2f} {k[len("ratio_vs_"):]}'
-                  for k in line if k.startswith('ratio_vs_')))
+        + (f', MFU {line["mfu"]:.1%}' if 'mfu' in line else ''))
   else:
     log(f'  compiled in {line["compile_s"]:.1f} s, XLA temp '
         f'{(line["xla_temp_bytes"] or 0) / 2**30:.2f} GiB')
-  return out + [line]
+  return line
+
+
+def measure_torch(args, kind: str, *, variant: str, mode: str, dtype: str, flops: int,
+                  env: dict) -> dict:
+  """The same-shaped Hugging Face ViT: its JSON line, or {'error': ...}."""
+  log(f'PyTorch (Hugging Face ViT, {kind}) {variant} {mode} {dtype} ...')
+  try:
+    t = bench_torch(variant, mode=mode, batch=args.batch, image_size=args.image_size,
+                    dtype=dtype, num_classes=args.num_classes, warmup=args.warmup,
+                    repeats=args.repeats, compiled=kind == 'compile')
+  except Exception as e:  # noqa: BLE001  (torch.compile fails in many ways)
+    log(f'  PyTorch {kind} failed: {type(e).__name__}: {str(e)[:300]}')
+    return dict(error=f'{type(e).__name__}: {str(e)[:300]}')
+  log(f'  {t["images_per_sec"]:.1f} images/s, {t["step_ms_median"]:.1f} ms/step')
+  return dict(impl=f'hf_torch_{kind}', variant=variant, mode=mode, batch=args.batch,
+              image_size=args.image_size, dtype=dtype, **t, gflop_per_image=flops / 1e9,
+              achieved_gflops=flops * t['images_per_sec'] / 1e9, **env)
 
 
 def run(args) -> list[dict]:
+  """All of our measurements first, then PyTorch's: PyTorch's OpenMP threads keep
+  spinning after it returns, and a JAX step timed right after one ran up to 1.5x slower
+  (B/16 train 0.91 vs 1.30 images/s). Our lines carry ratio_vs_torch_<kind>."""
   env = _environment()
   log(f'benchmark on {env["backend"]} ({env["device"]} x{env["devices"]}; {env["cpu"]}, '
       f'{env["cpu_count"]} cores), jax {env["jax"]}')
   peak_size = args.peak_size or (4096 if env['backend'] == 'cpu' else 8192)
-  lines = []
+  ours = []
   for dtype in args.dtype.split(','):
     peak = {} if args.compile_only else matmul_peak(dtype, peak_size)
     if peak:
       log(f'{dtype} matmul peak: {peak["peak_gflops"]:.1f} GFLOP/s ({peak_size}^2)')
-    for variant, mode, scan, remat, attention in itertools.product(
+    for variant, mode, scan, remat, attention, xla_options in itertools.product(
         args.variant.split(','), args.mode.split(','), _bools(args.scan), _bools(args.remat),
-        args.attention.split(',')):
+        args.attention.split(','), args.xla_options.split(',')):
       flops = forward_flops(**variant_kwargs(variant), image_size=args.image_size,
                             num_classes=args.num_classes) * (3 if mode == 'train' else 1)
-      lines += measure(args, variant=variant, mode=mode, dtype=dtype, scan=scan, remat=remat,
-                       attention=attention, flops=flops, peak=peak, env=env)
+      ours.append(measure_ours(args, variant=variant, mode=mode, dtype=dtype, scan=scan,
+                               remat=remat, attention=attention, xla_options=xla_options,
+                               flops=flops, peak=peak, env=env))
+  theirs = {}
+  kinds = args.compare_torch.split(',') if args.compare_torch and not args.compile_only else []
+  for line in ours:
+    key = (line['variant'], line['mode'], line['dtype'])
+    for kind in kinds:
+      if (kind, *key) not in theirs:
+        theirs[(kind, *key)] = measure_torch(args, kind, variant=key[0], mode=key[1],
+                                             dtype=key[2], flops=line['gflop_per_image'] * 1e9,
+                                             env=env)
+      t = theirs[(kind, *key)]
+      if 'error' in t:
+        line[f'torch_{kind}_error'] = t['error']
+      else:
+        line[f'ratio_vs_torch_{kind}'] = line['images_per_sec'] / t['images_per_sec']
+  lines = [t for t in theirs.values() if 'error' not in t] + ours
+  for line in lines:
+    print(json.dumps(line), flush=True)
+  for line in ours:
+    ratios = ', '.join(f'x{line[k]:.2f} {k[len("ratio_vs_"):]}' for k in line
+                       if k.startswith('ratio_vs_'))
+    if ratios:
+      log(f'{line["variant"]} {line["mode"]} {line["dtype"]} '
+          f'{line["images_per_sec"]:.1f} images/s: {ratios}')
   return lines
 
 
@@ -342,6 +378,9 @@ def main(argv=None) -> int:
   parser.add_argument('--attention', default='auto',
                       help="auto (the model's choice), sdpa, explicit, or a comma list: "
                       'A/B of the attention formulations')
+  parser.add_argument('--xla-options', default='tuned',
+                      help='tuned (vit_jax.cpu_tuning, what training uses), default (XLA\'s '
+                      'own), or default,tuned: A/B of the compiler options')
   parser.add_argument('--warmup', type=int, default=2)
   parser.add_argument('--repeats', type=int, default=10)
   parser.add_argument('--peak-size', type=int, default=0,
@@ -359,9 +398,11 @@ def main(argv=None) -> int:
   bad += [d for d in args.dtype.split(',') if d not in ('float32', 'bfloat16')]
   bad += [k for k in args.compare_torch.split(',') if k and k not in ('eager', 'compile')]
   bad += [a for a in args.attention.split(',') if a not in ('auto', 'sdpa', 'explicit')]
+  bad += [o for o in args.xla_options.split(',') if o not in XLA_OPTIONS]
   if bad:
     parser.error(f'unknown value(s) {bad}: --mode takes infer,train; --dtype float32,'
-                 'bfloat16; --compare-torch eager,compile; --attention auto,sdpa,explicit.')
+                 'bfloat16; --compare-torch eager,compile; --attention auto,sdpa,explicit; '
+                 '--xla-options tuned,default.')
   if args.image_size % variant_kwargs(args.variant.split(',')[0])['patch_size']:
     parser.error(f'--image-size {args.image_size} is not a multiple of the patch size.')
   run(args)

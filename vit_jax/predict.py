@@ -193,8 +193,10 @@ class Classifier:
   @functools.cached_property
   def _apply(self):
     import jax  # pylint: disable=g-import-not-at-top
+    from vit_jax import cpu_tuning  # pylint: disable=g-import-not-at-top
 
-    @functools.partial(jax.jit, static_argnums=2)
+    @functools.partial(jax.jit, static_argnums=2,
+                       compiler_options=cpu_tuning.compiler_options(self.model.dtype))
     def apply(params, images, return_attention):
       logits, aux = self.model.apply({'params': params}, images,
                                      return_attention=return_attention)

@@ -19,7 +19,7 @@ import numpy as np
 import optax
 from jax.experimental import multihost_utils
 
-from vit_jax import data, metrics, optim, sharding, validate
+from vit_jax import cpu_tuning, data, metrics, optim, sharding, validate
 from vit_jax.checkpoints import load
 from vit_jax.data.tf_cpu import tf  # gfile: local paths and gs:// alike
 from vit_jax.checkpoints import train_state as ckpt
@@ -268,10 +268,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
   # ---- Update step: one jit, batch over 'data', state donated. ----
   step_fn = make_train_step(model, tx, schedule, config, info.num_classes, mesh)
   repl = sharding.replicated(mesh)
-  train_step = jax.jit(step_fn, donate_argnums=(0,), out_shardings=(state_sharding, repl))
+  fast = cpu_tuning.compiler_options(config.model.dtype)  # {} off the CPU backend
+  train_step = jax.jit(step_fn, donate_argnums=(0,), out_shardings=(state_sharding, repl),
+                       compiler_options=fast)
 
   # ---- Evaluator. ----
-  eval_step = jax.jit(make_eval_step(model, config, info.num_classes), out_shardings=repl)
+  eval_step = jax.jit(make_eval_step(model, config, info.num_classes), out_shardings=repl,
+                      compiler_options=fast)
 
   # ---- Loop. ----
   writer = metrics.MetricWriter(workdir, config.total_steps, jax.process_index() == 0)

