@@ -86,3 +86,32 @@ def test_bad_arguments_are_named():
   out = subprocess.run([sys.executable, '-m', 'vit_jax.benchmark', '--mode=fit'],
                        cwd=REPO, capture_output=True, text=True)
   assert out.returncode == 2 and "['fit']" in out.stderr
+
+
+def test_benchmark_suites_write_jsonl_and_tables(tmp_path, monkeypatch):
+  from experiments import benchmarks
+  tiny = ['--variant=mu/8', '--image-size=32', '--batch=4', '--num-classes=10']
+  monkeypatch.setattr(benchmarks, 'SUITES', {
+      'cpu_float32': dict(title='peers', args=[*tiny, '--mode=infer', '--repeats=3',
+                                               '--warmup=1', '--peak-size=256',
+                                               '--compare-torch=eager']),
+      'cpu_compile_memory': dict(title='memory', args=[*tiny, '--mode=train', '--scan=0,1',
+                                                       '--compile-only'])})
+  benchmarks.main([f'--results-dir={tmp_path}'])
+  md = (tmp_path / 'results.md').read_text()
+  meta = json.loads((tmp_path / 'cpu_float32.json').read_text())
+  assert meta['command'].startswith('./launch.sh python -m vit_jax.benchmark --variant=mu/8')
+  assert f'`{meta["command"]}`' in md
+  ours, = [json.loads(l) for l in (tmp_path / 'cpu_float32.jsonl').read_text().splitlines()
+           if '"vit_jax"' in l]
+  assert f'| mu/8 | infer | {ours["images_per_sec"]:.2f} |' in md
+  assert f'{ours["ratio_vs_torch_eager"]:.2f}' in md
+  assert '| mu/8 | train | False | False |' in md and '| mu/8 | train | True | False |' in md
+
+
+def test_readme_quotes_the_committed_benchmark_tables():
+  from experiments import benchmarks
+  text = (REPO / 'README.md').read_text()
+  block = text.split(benchmarks.BEGIN, 1)[1].split(benchmarks.END, 1)[0].strip()
+  assert block == benchmarks.readme_block(benchmarks.RESULTS).strip()
+  assert '| B/16 | train |' in block

@@ -12,7 +12,7 @@ import re
 import pytest
 
 from experiments import (classifier_lr, common, flops, headline, patch_size, posemb,
-                         report, resolution, transfer)
+                         precision, report, resolution, transfer)
 
 
 def smoke(module, tmp_path, *extra):
@@ -67,6 +67,16 @@ def test_posemb_smoke(tmp_path):
   assert 'SMOKE' in md and 'Machine:' in md and 'JAX' in md
   config = json.loads((root / 'sincos2d_s0' / 'config.json').read_text())
   assert config['model']['posemb'] == 'sincos2d' and config['dataset']['name'] == 'fashion_mnist'
+
+
+def test_precision_smoke(tmp_path):
+  root, out, md, res = smoke(precision, tmp_path)
+  check_runs(root, res, 2)
+  assert [r[:2] for r in table_rows(md)] == [['float32', '0'], ['bfloat16', '0']]
+  for dtype in precision.DTYPES:
+    config = json.loads((root / f'{dtype}_s0' / 'config.json').read_text())
+    assert config['model']['dtype'] == dtype and config['model']['param_dtype'] == 'float32'
+    assert config['dataset']['name'] == 'mnist'
 
 
 def test_headline_smoke_rerun_skips_finished_runs_and_report_cli(tmp_path, capsys):
