@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python experiments/report.py` as well as `-m`
   sys.path.insert(0, str(REPO))
 
+from configs import datasets  # noqa: E402
 from experiments import flops as flops_lib  # noqa: E402
 
 METRICS = {  # key -> (column title, format)
@@ -55,7 +56,7 @@ def read_run(workdir: Path) -> dict:
   return dict(
       name=record['name'], labels=record['labels'], command=record['command'],
       wall_seconds=record['wall_seconds'], finished=record.get('finished', ''),
-      accuracy=100 * evals[-1]['accuracy'], eval_examples=evals[-1]['examples'],
+      load_avg_1m=record.get('load_avg_1m'), accuracy=100 * evals[-1]['accuracy'], eval_examples=evals[-1]['examples'],
       train_seconds=record['result']['train_seconds'],
       images_per_sec=statistics.median(rates) if rates else float('nan'),
       gflops=flops_lib.from_config(config) / 1e9,
@@ -241,8 +242,8 @@ def write_report(root: Path, out_dir: Path) -> Path:
          f'Wall-clock time: {total_wall:.0f} s for the {len(runs)} runs (processes '
          f'included), finished {max(r["finished"] for r in runs)}.', '',
          f'Machine: {env["cpu"]}, {env["cores"]} cores ({env["devices"]}), '
-         f'{env["platform"]}, Python {env["python"]}, JAX {env["jax"]}. The CPU was shared '
-         'with other work while these ran, so times and images/s are pessimistic.', '']
+         f'{env["platform"]}, Python {env["python"]}, JAX {env["jax"]}.'
+         + load_sentence(runs), '']
   if spec.get('attempts'):
     md += attempts_section(root.parent / spec['attempts'], out_dir)
   if spec.get('notes'):
@@ -261,6 +262,16 @@ def write_report(root: Path, out_dir: Path) -> Path:
   return out_dir / 'results.md'
 
 
+def load_sentence(runs) -> str:
+  """The machine's 1-minute load average as each run finished (recorded by
+  common.launch): above the core count, other work shared the CPU and times suffer."""
+  loads = [r['load_avg_1m'] for r in runs if r.get('load_avg_1m') is not None]
+  if not loads:
+    return ''
+  return (f' Load average (1 min) as the runs finished: {min(loads):.1f} to {max(loads):.1f}'
+          f' on {os.cpu_count()} cores.')
+
+
 def attempts_section(attempts_root: Path, out_dir: Path) -> list:
   """Earlier versions of the configs (workdirs moved to ATTEMPTS_ROOT/NAME): a table of
   their settings, read off their config.json, which is copied to out_dir/attempts/."""
@@ -271,17 +282,21 @@ def attempts_section(attempts_root: Path, out_dir: Path) -> list:
   md = ['## Earlier attempts', '',
         'Earlier versions of the configs, each run once as the headline runs are; the full '
         'resolved config of each is in `attempts/NAME.config.json`.', '',
-        '| attempt | patch | width x depth (mlp) | batch x steps | lr | train crop | flip | '
-        'test accuracy (%) | train s | images/s |', '|' + '---|' * 10]
+        '| attempt | patch | width x depth (mlp) | batch x steps | lr | grad clip | '
+        'label smoothing | train crop | flip | test accuracy (%) | train s | images/s |',
+        '|' + '---|' * 12]
   for d in dirs:
     r, c = read_run(d), json.loads((d / 'config.json').read_text())
-    (out_dir / 'attempts' / f'{d.name}.config.json').write_text(json.dumps(c, indent=2))
+    # The shared data directory as the repository sees it, not this machine's path.
+    text = json.dumps(c, indent=2).replace(str(datasets.SHARED), '../shared')
+    (out_dir / 'attempts' / f'{d.name}.config.json').write_text(text)
     m, ds = c['model'], c['dataset']
     crop = ds['train_crop'] + (f' >= {ds["crop_min_scale"]:g}' if ds['train_crop'] ==
                                'inception' else '')
     md.append(f'| {d.name} | {m["variant"].partition("/")[2]} | {m["width"]} x {m["depth"]} '
               f'({m["mlp_dim"]}) | {c["batch_size"]} x {c["total_steps"]} | '
-              f'{c["optimizer"]["learning_rate"]:g} | {crop} | {ds["flip"]} | '
+              f'{c["optimizer"]["learning_rate"]:g} | {c["optimizer"]["grad_clip_norm"]:g} | '
+              f'{c["label_smoothing"]:g} | {crop} | {ds["flip"]} | '
               f'{r["accuracy"]:.2f} | {r["train_seconds"]:.0f} | {r["images_per_sec"]:.0f} |')
   return md + ['']
 
@@ -289,7 +304,8 @@ def attempts_section(attempts_root: Path, out_dir: Path) -> list:
 def write_summary(results_dir: Path) -> Path:
   """results_dir/summary.md: every experiment's table, each linked to its results.md."""
   results_dir = Path(results_dir)
-  order = ['headline', 'posemb', 'classifier_lr', 'patch_size', 'transfer', 'resolution']
+  order = ['headline', 'posemb', 'classifier_lr', 'patch_size', 'transfer', 'resolution',
+           'precision']
   found = {p.parent.name: json.loads(p.read_text())
            for p in sorted(results_dir.glob('*/results.json'))}
   names = [n for n in order if n in found] + sorted(set(found) - set(order))
