@@ -2,9 +2,10 @@
 
 XLA:CPU hands dots to YNNPACK by default. For float32 its own (Eigen) dot kernels are
 faster on the AVX-512 machine this repo is developed on: a 6304x768 @ 768x768 matmul (the
-B/16 attention projections) runs at ~211 GFLOP/s instead of ~190, and interleaved in one
-process the trainer's float32 step is 9-30% faster (Ti/16 train +9%, infer +22%; B/16
-train +23%, infer +26%; `python -m vit_jax.benchmark --xla-options=default,tuned`).
+B/16 attention projections) runs at ~211 GFLOP/s instead of ~190, and batch-32 steps get
+faster: Ti/16 inference +15% and train step +5%, B/16 +16% and +6% (the cpu_xla_options
+table of experiments/results/benchmarks, from `python -m vit_jax.benchmark
+--xla-options=default,tuned`).
 For bfloat16 YNNPACK is the one that uses the CPU's bf16 dot-product instructions (334
 GFLOP/s against Eigen's ~190 with float32 accumulation), so bfloat16 keeps the default.
 
