@@ -56,7 +56,8 @@ def read_run(workdir: Path) -> dict:
   return dict(
       name=record['name'], labels=record['labels'], command=record['command'],
       wall_seconds=record['wall_seconds'], finished=record.get('finished', ''),
-      load_avg_1m=record.get('load_avg_1m'), accuracy=100 * evals[-1]['accuracy'], eval_examples=evals[-1]['examples'],
+      load_avg_1m=record.get('load_avg_1m'),
+      accuracy=100 * evals[-1]['accuracy'], eval_examples=evals[-1]['examples'],
       train_seconds=record['result']['train_seconds'],
       images_per_sec=statistics.median(rates) if rates else float('nan'),
       gflops=flops_lib.from_config(config) / 1e9,

@@ -12,7 +12,6 @@ written-out softmax(q k^T) v, which is what the CPU path of vit_jax.models runs.
 import argparse
 import os
 import statistics
-import time
 
 import flax.linen as nn
 import jax
@@ -20,16 +19,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from vit_jax import cpu_tuning, torch_peers
+from vit_jax.benchmark import time_steps
 
 
 def _median_ms(fn, repeats):
-  fn(), fn()
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t0)
-  return 1e3 * statistics.median(times)
+  return 1e3 * statistics.median(time_steps(fn, warmup=2, repeats=repeats))
 
 
 def components(width, batch, tokens=197, head_dim=64):
