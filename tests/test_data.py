@@ -15,7 +15,7 @@ from jax.sharding import Mesh
 from PIL import Image
 
 from vit_jax import data
-from vit_jax.data import randaugment, sources
+from vit_jax.data import pipeline, randaugment, sources
 from vit_jax.data.tf_cpu import tf
 
 REPO = Path(__file__).resolve().parents[1]
@@ -139,6 +139,31 @@ def test_eval_covers_every_example_once():
     labels = np.concatenate([b['label'] for b in batches])
     np.testing.assert_array_equal(labels[mask == 1], source.labels)  # each example, in order
     assert mask.sum() == data.get_info(make_cfg()).num_eval
+
+
+def test_in_memory_fast_path_matches_tf_data(monkeypatch):
+  # MNIST at its own size with no crop: numpy batches, the same pixels tf.data makes.
+  cfg = make_cfg(**MNIST, image_size=28, train_crop='resize', randaugment='', flip=True)
+  kw = dict(global_batch_size=64, seed=3)
+  fast, fast_eval = take(data.local_train_batches(cfg, **kw), 4), list(
+      data.local_eval_batches(cfg, global_batch_size=4096))
+  assert isinstance(data.local_train_batches(cfg, **kw), type(x for x in ()))  # no tf.data
+  np.testing.assert_array_equal(take(data.local_train_batches(cfg, start_step=2, **kw), 1)[0]
+                                ['image'], fast[2]['image'])
+  monkeypatch.setattr(pipeline, '_is_plain_array', lambda *a, **k: False)
+  slow, slow_eval = take(data.local_train_batches(cfg, **kw), 4), list(
+      data.local_eval_batches(cfg, global_batch_size=4096))
+  for a, b in zip(fast_eval, slow_eval):
+    for key in ('image', 'label', 'mask'):
+      np.testing.assert_array_equal(a[key], b[key])
+  flipped = []
+  for a, b in zip(fast, slow):
+    np.testing.assert_array_equal(a['label'], b['label'])
+    same = (a['image'] == b['image']).all(axis=(1, 2, 3))
+    mirrored = (a['image'] == b['image'][:, :, ::-1]).all(axis=(1, 2, 3))
+    assert (same | mirrored).all()
+    flipped.append(mirrored & ~same)
+  assert 0.3 < np.mean(flipped) < 0.7  # a fair coin per example
 
 
 def test_train_stream_is_a_function_of_seed_and_step():
