@@ -45,8 +45,9 @@ def get_config():
       eval_split='test',
       num_classes=0,
       image_size=224,
-      train_crop='inception',        # inception (random resized crop) | resize
-      crop_min_scale=0.08,
+      train_crop='inception',        # inception (random resized crop) | resize | pad_crop
+      crop_min_scale=0.08,           # inception: smallest crop area
+      crop_padding=4,                # pad_crop: zero padding, i.e. the largest shift (pixels)
       flip=True,
       randaugment='',                # '' = off, or 'LAYERS,MAGNITUDE' e.g. '2,15'
       eval_crop_ratio=0.875,         # eval: resize to size/ratio, central crop to size

@@ -18,5 +18,7 @@ from configs import datasets, mnist
 
 def get_config():
   c = datasets.apply(mnist.get_config(), 'fashion_mnist')  # the MNIST recipe, other data
-  c.dataset.update(flip=True)  # clothes: left-right flips
+  # Clothes: left-right flips, no translations (centred garments; measured with 2-pixel
+  # pad_crop the model underfits: 87.67% against 88.89% without, same run length).
+  c.dataset.update(flip=True, train_crop='resize')
   return c

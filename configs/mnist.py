@@ -19,18 +19,20 @@ from configs import common, datasets
 
 def get_config():
   c = datasets.apply(common.get_config(), 'mnist')
-  # No augmentation: in 10 minutes the model underfits, and crops only slowed it down.
-  c.dataset.update(train_crop='resize', flip=False)
+  # Random translations of up to 2 pixels: without them the model fits the training set
+  # (100% batch accuracy) at 98.4% test accuracy. Inception crops distort digits; pad_crop
+  # also keeps the input on the fast in-memory path (no per-example tf.data work).
+  c.dataset.update(train_crop='pad_crop', crop_padding=2, flip=False)
   # 7x7 patches: 16 tokens + class token; 6 blocks of width 64.
   c.model.update(variant='mu/7', width=64, depth=6, mlp_dim=256, num_heads=4,
                  classifier='token', posemb='learn')
   c.batch_size = 128
-  c.total_steps = 4_800
+  c.total_steps = 5_400
   # No gradient clipping: at norm 1.0 it clipped every step (norms 1.5-2), a hidden lower lr.
   c.optimizer.update(name='adamw', learning_rate=2e-3, warmup_steps=300, decay='cosine',
                      weight_decay=0.05, grad_clip_norm=0.0)
   c.label_smoothing = 0.0
   c.log_every = 100
-  c.eval_every = 1_200
-  c.checkpoint_every = 1_200
+  c.eval_every = 1_800
+  c.checkpoint_every = 1_800
   return c

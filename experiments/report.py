@@ -292,8 +292,9 @@ def attempts_section(attempts_root: Path, out_dir: Path) -> list:
     text = json.dumps(c, indent=2).replace(str(datasets.SHARED), '../shared')
     (out_dir / 'attempts' / f'{d.name}.config.json').write_text(text)
     m, ds = c['model'], c['dataset']
-    crop = ds['train_crop'] + (f' >= {ds["crop_min_scale"]:g}' if ds['train_crop'] ==
-                               'inception' else '')
+    crop = ds['train_crop'] + {'inception': f' >= {ds["crop_min_scale"]:g}',
+                               'pad_crop': f' {ds.get("crop_padding")} px'}.get(
+                                   ds['train_crop'], '')
     md.append(f'| {d.name} | {m["variant"].partition("/")[2]} | {m["width"]} x {m["depth"]} '
               f'({m["mlp_dim"]}) | {c["batch_size"]} x {c["total_steps"]} | '
               f'{c["optimizer"]["learning_rate"]:g} | {c["optimizer"]["grad_clip_norm"]:g} | '

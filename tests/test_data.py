@@ -26,8 +26,8 @@ FOLDER = SHARED / 'data' / 'imagenette_subset'
 def make_cfg(**overrides):
   cfg = dict(source='digits', name='', data_dir=None, download=False, path='',
              train_split='train', eval_split='test', num_classes=10, image_size=16,
-             train_crop='inception', crop_min_scale=0.5, flip=True, randaugment='2,10',
-             eval_crop_ratio=1.0, shuffle_buffer=1000)
+             train_crop='inception', crop_min_scale=0.5, crop_padding=2, flip=True,
+             randaugment='2,10', eval_crop_ratio=1.0, shuffle_buffer=1000)
   cfg.update(overrides)
   return ml_collections.ConfigDict(cfg)
 
@@ -164,6 +164,26 @@ def test_in_memory_fast_path_matches_tf_data(monkeypatch):
     assert (same | mirrored).all()
     flipped.append(mirrored & ~same)
   assert 0.3 < np.mean(flipped) < 0.7  # a fair coin per example
+
+
+def test_pad_crop_is_a_random_translation_in_both_paths(monkeypatch):
+  cfg = make_cfg(**MNIST, image_size=28, train_crop='pad_crop', crop_padding=2,
+                 randaugment='', flip=False)
+  source = sources.open_split(cfg, 'train')
+  originals = source.images[pipeline._EpochOrder(len(source), 3)(np.arange(32))][..., 0]
+  padded = np.pad(originals.astype(np.float32) / 127.5 - 1, ((0, 0), (2, 2), (2, 2)),
+                  constant_values=-1)
+
+  def shifts(batch):  # the (dy, dx) offset into the padded original each image shows
+    return [next((dy, dx) for dy in range(5) for dx in range(5)
+                 if np.array_equal(p[dy:dy + 28, dx:dx + 28], image[..., 0]))
+            for p, image in zip(padded, batch['image'])]
+
+  fast = take(data.local_train_batches(cfg, global_batch_size=32, seed=3), 1)[0]
+  monkeypatch.setattr(pipeline, '_is_plain_array', lambda *a, **k: False)
+  slow = take(data.local_train_batches(cfg, global_batch_size=32, seed=3), 1)[0]
+  for batch in (fast, slow):  # StopIteration above = an image that is no such shift
+    assert len(set(shifts(batch))) > 8  # random per example, not one shift per batch
 
 
 def test_train_stream_is_a_function_of_seed_and_step():

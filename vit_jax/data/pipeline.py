@@ -8,8 +8,9 @@ exactly the batches an uninterrupted run sees from s on:
   epoch boundaries and nothing is dropped. The example at position g is augmented with
   the stateless seed (seed, g). Process p of P builds only rows [p*B/P, (p+1)*B/P) of
   each global batch, so the global batch is the same for any number of processes.
-  In-memory images already at the model's size, with no random crop or RandAugment, skip
-  tf.data: batches are gathered and scaled in numpy, flips drawn from (seed, g) by a hash.
+  In-memory images already at the model's size, augmented by flips and pad_crop
+  translations at most, skip tf.data: batches are made in numpy, with the example at
+  position g augmented by a hash of (seed, g).
 - Streaming tfds: each process reads its own shard (tfds.split_for_jax_process),
   shuffled per epoch with a seed from (seed, epoch); resuming skips the already-seen
   examples without decoding them. Deterministic for a fixed process count.
@@ -53,8 +54,13 @@ def _train_options(cfg):
   if not 0 < scale <= 1:
     raise ValueError(f'config.dataset.crop_min_scale={scale}; expected a fraction in (0, 1], '
                      'e.g. 0.08 for ImageNet-like photos or 0.5 for MNIST-sized images.')
+  padding = cfg['crop_padding']
+  if not isinstance(padding, int) or padding < 0:
+    raise ValueError(f'config.dataset.crop_padding={padding!r}; expected pixels >= 0 (the '
+                     "largest shift of train_crop='pad_crop', e.g. 2 for 28x28 digits).")
   return dict(image_size=_image_size(cfg), crop=crop, crop_min_scale=scale,
-              flip=bool(cfg['flip']), randaugment=randaugment.parse(cfg['randaugment']))
+              crop_padding=padding, flip=bool(cfg['flip']),
+              randaugment=randaugment.parse(cfg['randaugment']))
 
 
 def _eval_options(cfg):
@@ -131,29 +137,42 @@ def _from_indices(source, batches):
 
 def _is_plain_array(source, image_size, *, crop='resize', randaugment=None, crop_ratio=1.0):
   """Whether batches of `source` need no per-example tf.data work: in-memory images already
-  at image_size, no random crop or RandAugment (a flip at most). MNIST-sized steps are a few
-  ms, and a per-example tf.data map on the same cores cost up to half of the throughput."""
-  return (isinstance(source, sources.ArraySource) and crop == 'resize' and not randaugment
-          and crop_ratio == 1.0 and source.images.shape[1:3] == (image_size, image_size))
+  at image_size, augmented by flips and translations (pad_crop) at most. MNIST-sized steps
+  are a few ms, and a per-example tf.data map on the same 2 cores cost up to half of them."""
+  return (isinstance(source, sources.ArraySource) and crop in ('resize', 'pad_crop')
+          and not randaugment and crop_ratio == 1.0
+          and source.images.shape[1:3] == (image_size, image_size))
 
 
-def _flip_bits(seed, positions):
-  """Per-example coin flips, a pure function of (seed, stream position): splitmix64."""
+def _hash(seed, positions, salt):
+  """Per-example uint64 random bits, a pure function of (seed, stream position, salt)."""
   z = (np.full(np.shape(positions), seed, np.uint64) * np.uint64(0x9E3779B97F4A7C15)
-       + np.asarray(positions, np.uint64) * np.uint64(0xBF58476D1CE4E5B9))
-  z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+       + np.asarray(positions, np.uint64) * np.uint64(0xBF58476D1CE4E5B9)
+       + np.uint64(salt * 0xD1B54A32D192ED03 % 2**64))
+  z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)  # splitmix64 finaliser
   z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-  return ((z ^ (z >> np.uint64(31))) >> np.uint64(63)).astype(bool)
+  return z ^ (z >> np.uint64(31))
 
 
-def _array_batches(source, batches, *, flip_seed=None, with_mask=False):
+def _array_batches(source, batches, *, seed=None, flip=False, crop_padding=0,
+                   with_mask=False):
   """Vectorised numpy batches (what preprocess does per example, minus the identity resize):
-  gather, gray -> RGB, optional flip, scale to [-1, 1]."""
+  gather, gray -> RGB, random translation (pad_crop) and flip drawn from (seed, position),
+  scale to [-1, 1]."""
   for positions, indices, mask in batches:
     x = source.images[indices]
     x = np.repeat(x[..., :1], 3, axis=-1) if x.shape[-1] in (1, 2) else x[..., :3]
-    if flip_seed is not None:
-      x = np.where(_flip_bits(flip_seed, positions)[:, None, None, None], x[:, :, ::-1], x)
+    if crop_padding:
+      p, (n, h, w, _) = crop_padding, x.shape
+      shifts = [(_hash(seed, positions, salt) >> np.uint64(32)) % np.uint64(2 * p + 1)
+                for salt in (1, 2)]
+      rows, cols = (s.astype(np.int64)[:, None] + np.arange(size) for s, size in
+                    zip(shifts, (h, w)))
+      padded = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+      x = padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+    if flip:
+      bits = (_hash(seed, positions, 0) >> np.uint64(63)).astype(bool)
+      x = np.where(bits[:, None, None, None], x[:, :, ::-1], x)
     batch = {'image': x.astype(np.float32) / np.float32(127.5) - np.float32(1),
              'label': source.labels[indices]}
     if with_mask:
@@ -215,7 +234,8 @@ def local_train_batches(cfg, *, global_batch_size, seed, start_step=0,
     batches = ((p, order(p), np.ones(len(p), np.float32)) for p in positions)
     if _is_plain_array(source, opts['image_size'], crop=opts['crop'],
                        randaugment=opts['randaugment']):
-      return _array_batches(source, batches, flip_seed=seed if opts['flip'] else None)
+      return _array_batches(source, batches, seed=seed, flip=opts['flip'],
+                            crop_padding=opts['crop_padding'] * (opts['crop'] == 'pad_crop'))
     ds = _from_indices(source, batches)
     ds = ds.map(lambda ex: {
         'image': preprocess.train_image(source.decode(ex['x']), tf.stack([seed64, ex['pos']]),

@@ -8,7 +8,7 @@ import numpy as np
 from vit_jax.data import randaugment as randaugment_lib
 from vit_jax.data.tf_cpu import tf
 
-CROPS = ('inception', 'resize')
+CROPS = ('inception', 'resize', 'pad_crop')
 
 
 def to_rgb(image):
@@ -31,8 +31,13 @@ def normalize(image):
   return tf.cast(image, tf.float32) / 127.5 - 1.
 
 
-def train_image(image, seed, *, image_size, crop, crop_min_scale, flip, randaugment):
-  """Random crop (or plain resize), flip and RandAugment; `seed` is an int (2,) tensor."""
+def train_image(image, seed, *, image_size, crop, crop_min_scale, crop_padding, flip,
+                randaugment):
+  """Random crop (or plain resize), flip and RandAugment; `seed` is an int (2,) tensor.
+
+  crop: 'inception' (random area >= crop_min_scale and aspect ratio, resized), 'resize',
+  or 'pad_crop' (resize, zero-pad by crop_padding pixels, random image_size crop: a random
+  translation, the classic MNIST / CIFAR augmentation)."""
   crop_seed, flip_seed, ra_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
   image = to_rgb(image)
   if crop == 'inception':  # Szegedy et al. 2015: random area and aspect ratio
@@ -42,6 +47,10 @@ def train_image(image, seed, *, image_size, crop, crop_min_scale, flip, randaugm
         area_range=(crop_min_scale, 1.), max_attempts=10, use_image_if_no_bounding_boxes=True)
     image = tf.slice(image, begin, size)
   image = _resize(image, image_size)
+  if crop == 'pad_crop':
+    pad = [[crop_padding, crop_padding], [crop_padding, crop_padding], [0, 0]]
+    image = tf.image.stateless_random_crop(tf.pad(image, pad), [image_size, image_size, 3],
+                                           seed=crop_seed)
   if flip:
     image = tf.image.stateless_random_flip_left_right(image, flip_seed)
   if randaugment:

@@ -193,6 +193,9 @@ class Encoder(nn.Module):
   def __call__(self, x, grid, num_prefix: int, *, deterministic: bool, return_attention: bool):
     """x: (B, T, D) with `num_prefix` class tokens before the grid[0]*grid[1] patch tokens."""
     d = x.shape[-1]
+    # The residual stream stays float32 when the blocks compute in bfloat16: each block adds
+    # a small update, which bfloat16's 8-bit mantissa would round away.
+    x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
     if self.posemb == 'learn':  # includes the class-token slot, as in the published checkpoints
       x = AddPositionEmbs(self.param_dtype, name='posembed_input')(x)
     elif self.posemb == 'sincos2d':  # fixed; class tokens get none
