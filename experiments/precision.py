@@ -1,6 +1,6 @@
 r"""Mixed precision: bfloat16 compute against float32, same recipe, on MNIST (issue #6).
 
-  ./launch.sh python -m experiments.precision [--seeds=1] [--steps=1400] [--smoke]
+  ./launch.sh python -m experiments.precision [--seeds=3] [--steps=1400] [--smoke]
 
 configs/mnist.py with model.dtype float32 or bfloat16. In both, parameters, gradients
 and the AdamW state stay float32 (model.param_dtype); bfloat16 changes only the compute:
@@ -37,7 +37,7 @@ SPEC = dict(
 
 
 def main(argv=None):
-  args = common.parse_args(__doc__, argv, seeds=1, steps=1400)
+  args = common.parse_args(__doc__, argv, seeds=3, steps=1400)
   common.sweep(NAME, runs(args), args, SPEC)
 
 
