@@ -161,7 +161,8 @@ def test_bfloat16_compute_over_float32_params():
   bf16 = tiny(dtype=jnp.bfloat16)
   assert jax.tree.map(lambda a: a.dtype, init(bf16, x)) == jax.tree.map(lambda a: a.dtype, params)
   logits, aux = bf16.apply({'params': params}, x, return_blocks=True)
-  assert logits.dtype == jnp.float32 and aux['blocks'].dtype == jnp.bfloat16
+  assert logits.dtype == jnp.float32 and aux['pre_logits'].dtype == jnp.bfloat16
+  assert aux['blocks'].dtype == jnp.float32  # the residual stream between blocks
   ref, _ = f32.apply({'params': params}, x)
   np.testing.assert_allclose(logits, ref, rtol=0.05, atol=0.05)
   # Gradients flow to the float32 params in float32.
