@@ -235,7 +235,7 @@ def local_train_batches(cfg, *, global_batch_size, seed, start_step=0,
     if _is_plain_array(source, opts['image_size'], crop=opts['crop'],
                        randaugment=opts['randaugment']):
       return _array_batches(source, batches, seed=seed, flip=opts['flip'],
-                            crop_padding=opts['crop_padding'] * (opts['crop'] == 'pad_crop'))
+                            crop_padding=opts['crop_padding'] if opts['crop'] == 'pad_crop' else 0)
     ds = _from_indices(source, batches)
     ds = ds.map(lambda ex: {
         'image': preprocess.train_image(source.decode(ex['x']), tf.stack([seed64, ex['pos']]),
