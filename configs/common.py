@@ -28,6 +28,11 @@ def get_config():
       stochastic_depth=0.0,
       head_bias_init=0.0,
       approximate_gelu=True,
+      # Hybrid (ViT paper section 3.1): units per stage of a ResNet stem, e.g. (3, 4, 9) for
+      # R50+ViT; () = the root block alone; None = a pure ViT. patch_size then counts
+      # feature-map positions (stride 4 x 2 per stage after the first).
+      resnet_layers=config_dict.placeholder(tuple),
+      resnet_width_factor=1.0,
       remat=False,
       scan=False,
       dtype='float32',               # compute dtype: float32 | bfloat16

@@ -14,9 +14,12 @@ def from_config(config: dict) -> int:
   from vit_jax.models import variant_kwargs  # pylint: disable=g-import-not-at-top
   m = config['model']
   dims = variant_kwargs(m['variant']) if m.get('variant') else {}
-  dims.update({k: m[k] for k in ('width', 'depth', 'mlp_dim') if m.get(k) is not None})
+  dims.update({k: m[k] for k in ('width', 'depth', 'mlp_dim', 'resnet_layers')
+               if m.get(k) is not None})
   return forward_flops(image_size=config['dataset']['image_size'],
                        patch_size=dims['patch_size'], width=dims['width'], depth=dims['depth'],
                        mlp_dim=dims['mlp_dim'], num_classes=config['dataset']['num_classes'],
                        classifier=m.get('classifier', 'token'),
-                       representation_size=m.get('representation_size'))
+                       representation_size=m.get('representation_size'),
+                       resnet_layers=dims.get('resnet_layers'),
+                       resnet_width_factor=m.get('resnet_width_factor', 1.0))

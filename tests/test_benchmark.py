@@ -25,11 +25,14 @@ def xla_flops(variant, image_size, **kw):
 @pytest.mark.parametrize('variant,size,classifier,slack', [
     ('Ti/16', 224, 'token', 0.03),   # XLA also counts LayerNorm, softmax, GELU: ~1.3%
     ('mu/8', 32, 'map', 0.10),       # a micro model: elementwise ops weigh more
-    ('mu/8', 32, 'gap', 0.10)])
+    ('mu/8', 32, 'gap', 0.10),
+    ('R26+S/32', 224, 'token', 0.03),  # hybrids: the stem's convolutions, 4 stages
+    ('mu/1', 28, 'token', 0.10)])     # a 2-stage stem of 32 channels, 28 -> 4x4 tokens
 def test_analytic_flops_match_xla_cost_analysis(variant, size, classifier, slack):
-  ours = forward_flops(**variant_kwargs(variant), image_size=size, num_classes=10,
+  kw = dict(resnet_layers=(1, 1), resnet_width_factor=0.5) if variant == 'mu/1' else {}
+  ours = forward_flops(**{**variant_kwargs(variant), **kw}, image_size=size, num_classes=10,
                        classifier=classifier)
-  xla = xla_flops(variant, size, classifier=classifier)
+  xla = xla_flops(variant, size, classifier=classifier, **kw)
   assert ours <= xla <= ours * (1 + slack)
 
 

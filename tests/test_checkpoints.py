@@ -310,12 +310,32 @@ def test_infer_variant_recognises_b16_from_shapes_only():
   assert info == dict(
       variant='B/16', width=768, depth=12, mlp_dim=3072, num_heads=12, patch_size=16,
       channels=3, classifier='token', posemb='learn', representation_size=None,
-      num_classes=1000, grid=(14, 14), image_size=224, scan=False, num_params=86_567_656)
+      num_classes=1000, grid=(14, 14), image_size=224, scan=False, num_params=86_567_656,
+      resnet_layers=None, resnet_width_factor=None)
   l32 = load.infer_variant(jax.eval_shape(
       get_model('L/32', num_classes=None, classifier='map', scan=True).init,
       jax.random.key(0), jnp.zeros((1, 384, 384, 3)))['params'])
   assert (l32['variant'], l32['classifier'], l32['num_classes'], l32['image_size'],
           l32['scan']) == ('L/32', 'map', None, 384, True)
+
+
+def test_hybrid_round_trips_through_the_published_layout_and_is_recognised(tmp_path):
+  model = get_model('mu/1', **TINY, resnet_layers=(1, 1), resnet_width_factor=0.5)
+  params = random_params(model, size=32)  # 32 px -> 4x4 feature map -> 16 tokens + cls
+  path = tmp_path / 'R-mu.npz'
+  vit_npz.write(path, params)
+  stored = np.load(path)
+  assert {'conv_root/kernel', 'gn_root/scale', 'block2/unit1/conv_proj/kernel',
+          'block1/unit1/gn3/bias'} <= set(stored.files)  # the R50+ViT-B_16.npz names
+  loaded_model, loaded, info = load.load_model(str(path))
+  assert (info['resnet_layers'], info['resnet_width_factor'], info['channels'],
+          info['grid'], info['image_size'], info['variant']) == ((1, 1), 0.5, 3, (4, 4), 32,
+                                                                 None)
+  np.testing.assert_array_equal(logits(loaded_model, loaded, 32), logits(model, params, 32))
+  r50 = load.infer_variant(jax.eval_shape(get_model('R50+B/16').init, jax.random.key(0),
+                                          jnp.zeros((1, 384, 384, 3)))['params'])
+  assert (r50['variant'], r50['resnet_layers'], r50['patch_size'], r50['image_size']) == (
+      'R50+B/16', (3, 4, 9), 1, 384)
 
 
 def test_infer_variant_reads_big_vision_layout():

@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vit_jax.models import (NAMED_VARIANTS, count_params, get_model, scan_params,
-                            unscan_params, variant_kwargs)
+from vit_jax.models import (HYBRID_STEMS, NAMED_VARIANTS, count_params, get_model, resnet,
+                            scan_params, unscan_params, variant_kwargs)
 from vit_jax.models.vit import posemb_sincos_2d
 
 from conftest import REPO
@@ -250,6 +250,67 @@ def test_clear_errors():
     tiny(posemb='learned').init(jax.random.key(0), images())
   with pytest.raises(ValueError, match=r"unknown VisionTransformer field\(s\) \['heads'\]"):
     get_model('B/16', heads=4)
+
+
+# ---- Hybrids: a ResNet stem under the patch projection (paper section 3.1). ----
+
+def test_hybrid_r50_b16_has_the_published_stem_layout():
+  model = get_model('R50+B/16', num_classes=1000)
+  assert (model.patch_size, model.resnet_layers) == (1, (3, 4, 9))
+  p = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 224, 224, 3)))['params']
+  assert p['conv_root']['kernel'].shape == (7, 7, 3, 64)
+  assert set(p['gn_root']) == {'scale', 'bias'}
+  assert [len(p[f'block{i}']) for i in (1, 2, 3)] == [3, 4, 9]
+  unit = p['block2']['unit1']  # the strided first unit of a stage projects its residual
+  assert {k: v['kernel'].shape for k, v in unit.items() if k.startswith('conv')} == {
+      'conv1': (1, 1, 256, 128), 'conv2': (3, 3, 128, 128), 'conv3': (1, 1, 128, 512),
+      'conv_proj': (1, 1, 256, 512)}
+  assert 'conv_proj' not in p['block2']['unit2']
+  assert p['embedding']['kernel'].shape == (1, 1, 1024, 768)  # 1x1 patches of a 14x14 map
+  assert p['Transformer']['posembed_input']['pos_embedding'].shape == (1, 197, 768)
+  assert set(HYBRID_STEMS) == {'R50+B/16', 'R50+L/32', 'R26+S/32'}
+  for name in HYBRID_STEMS:  # every named hybrid has 14x14 or 7x7 tokens at 224
+    side = resnet.feature_size(224, HYBRID_STEMS[name]) // variant_kwargs(name)['patch_size']
+    assert side * int(name.split('/')[1]) == 224
+
+
+def test_std_conv_is_invariant_to_the_scale_and_offset_of_its_kernel():
+  conv = resnet.StdConv(6, (3, 3))
+  x = images(size=8)
+  params = conv.init(jax.random.key(0), x)
+  k = params['params']['kernel']
+  scale = jnp.arange(1.0, 7.0)  # per output channel
+  moved = {'params': {'kernel': k * scale + 0.3}}
+  # Equal up to the epsilon added to the std (1e-5 against stds of 0.1 to 0.6 here).
+  np.testing.assert_allclose(conv.apply(moved, x), conv.apply(params, x), rtol=3e-4, atol=1e-5)
+  w = resnet.weight_standardize(k, axis=(0, 1, 2))
+  np.testing.assert_allclose(w.mean((0, 1, 2)), 0, atol=1e-6)
+  np.testing.assert_allclose(w.std((0, 1, 2)), 1, atol=1e-3)
+
+
+def test_small_hybrid_trains_its_stem_and_reports_bad_sizes():
+  model = get_model('mu/1', **{**TINY, 'resnet_layers': (1, 1), 'resnet_width_factor': 0.5})
+  x = images(size=28)  # 28 -> 14 -> 7 (root) -> 4 (second stage): 16 tokens
+  params = init(model, x)
+  assert params['Transformer']['posembed_input']['pos_embedding'].shape == (1, 17, 32)
+  assert resnet.feature_size(28, (1, 1)) == 4 and resnet.stem_stride((1, 1)) == 8
+
+  def loss(p):
+    return jnp.mean(model.apply({'params': p}, x)[0] ** 2)
+  params['head']['kernel'] = jnp.ones_like(params['head']['kernel'])  # so gradients flow
+  grads = jax.grad(loss)(params)
+  # The root and the residual projections learn from the first step; a unit's own branch
+  # starts closed (gn3's zero scale) and opens through that scale's gradient.
+  for g in (grads['conv_root']['kernel'], grads['block2']['unit1']['conv_proj']['kernel'],
+            grads['block1']['unit1']['gn3']['scale']):
+    assert float(jnp.abs(g).max()) > 0
+  assert float(jnp.abs(grads['block1']['unit1']['conv1']['kernel']).max()) == 0
+  with pytest.raises(ValueError, match=r'turns 28x28 images into a 4x4 feature map, not '
+                                       r'divisible by patch size 3.*multiple of 24'):
+    get_model('mu/3', **{**TINY, 'resnet_layers': (1, 1)}).init(jax.random.key(0), x)
+  with pytest.raises(ValueError, match='GroupNorm needs a multiple of 32'):
+    get_model('mu/1', **{**TINY, 'resnet_layers': (), 'resnet_width_factor': 0.25}).init(
+        jax.random.key(0), x)
 
 
 def test_readme_model_table_is_the_registry_output():

@@ -147,7 +147,7 @@ def test_image_size_must_be_given_without_position_embeddings(tmp_path):
   vit_npz.write(str(path), model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))['params'])
   with pytest.raises(ValueError, match='--image_size=N'):
     predict.load_classifier(str(path))
-  with pytest.raises(ValueError, match='not a multiple of the patch size 8'):
+  with pytest.raises(ValueError, match='not a multiple of the 8-pixel patches'):
     predict.load_classifier(str(path), image_size=20)
   clf = predict.load_classifier(str(path), image_size=24, crop_ratio=0.875)
   res = list(clf.predict_files([sorted(PHOTOS.glob('*/*.JPEG'))[0]], top_k=4))

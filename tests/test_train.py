@@ -153,6 +153,9 @@ def test_schedule_warms_up_linearly_then_decays():
     ({'model.variant': 'Q/16'}, r"unknown ViT variant 'Q/16'"),
     ({'optimizer.name': 'adam'}, r"optimizer.name='adam'; expected one of \('adamw', 'sgd'\)"),
     ({'model.classifier': 'cls'}, r"model.classifier='cls'"),
+    ({'model.resnet_layers': (1, 1), 'model.variant': 'mu/3'},
+     r'image_size=16 gives a 2x2 ResNet feature map, not divisible by the patch size 3: '
+     r'use --config.dataset.image_size=24'),
 ])
 def test_invalid_configs_fail_before_anything_compiles(tmp_path, monkeypatch, change, message):
   c = tiny_mnist_config(grad_accum_steps=4, **change)

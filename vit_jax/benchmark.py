@@ -34,14 +34,14 @@ import platform
 import statistics
 import sys
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from vit_jax import cpu_tuning
-from vit_jax.models import get_model, variant_kwargs
+from vit_jax.models import get_model, resnet, variant_kwargs
 
 
 def log(msg: str):
@@ -52,15 +52,22 @@ def log(msg: str):
 
 def forward_flops(*, width: int, depth: int, mlp_dim: int, patch_size: int, image_size: int,
                   channels: int = 3, classifier: str = 'token', num_classes: int = 1000,
-                  representation_size: Optional[int] = None, **_) -> int:
+                  representation_size: Optional[int] = None,
+                  resnet_layers: Optional[Sequence[int]] = None,
+                  resnet_width_factor: float = 1.0, **_) -> int:
   """Matmul FLOPs of one image's forward pass (2 per multiply-add). LayerNorm, softmax,
   GELU and additions are left out, as in the usual MFU accounting: XLA's own count, which
   includes them, is 1.3% higher for Ti/16 at 224 (tests/test_benchmark.py). They cost
-  time rather than FLOPs, which is what a low MFU then shows."""
+  time rather than FLOPs, which is what a low MFU then shows. A hybrid adds its stem's
+  convolutions, and its patches are cut from the stem's feature map."""
   d, m = width, mlp_dim
-  n = (image_size // patch_size) ** 2
+  flops, side = 0, image_size
+  if resnet_layers is not None:
+    flops, side, channels = resnet.stem_flops(image_size, resnet_layers, resnet_width_factor,
+                                              channels)
+  n = (side // patch_size) ** 2
   t = n + (classifier == 'token')
-  flops = 2 * n * patch_size * patch_size * channels * d            # patch embedding
+  flops += 2 * n * patch_size * patch_size * channels * d           # patch embedding
   flops += depth * (2 * t * d * 3 * d       # query, key, value projections
                     + 2 * t * t * d * 2     # scores q.k and the weighted sum of values
                     + 2 * t * d * d         # output projection
@@ -391,7 +398,9 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   for v in args.variant.split(','):
     try:
-      variant_kwargs(v)
+      if 'resnet_layers' in variant_kwargs(v):
+        parser.error(f'{v} is a hybrid: the FLOP count and the PyTorch peer here are for '
+                     'pure ViTs; pass a ViT variant such as B/16.')
     except ValueError as e:
       parser.error(str(e))
   bad = [m for m in args.mode.split(',') if m not in ('infer', 'train')]

@@ -182,8 +182,7 @@ class Classifier:
 
   @property
   def grid(self) -> tuple[int, int]:
-    g = self.image_size // self.model.patch_size
-    return g, g
+    return self.model.token_grid(self.image_size, self.image_size)
 
   def preprocess(self, image_uint8) -> np.ndarray:
     """uint8 (H, W[, C]) -> float32 (S, S, 3) in [-1, 1], exactly as the trainer evaluates."""
@@ -291,9 +290,9 @@ def load_classifier(checkpoint: str, *, config=None, format: Optional[str] = Non
     raise ValueError(f'--image_size={size} but the position embeddings of {checkpoint} are '
                      f'for {posemb_size}px; use {posemb_size}, or fine-tune at {size}px '
                      '(--config.init_from resizes them).')
-  p = model.patch_size
+  p = model.pixels_per_token()
   if size % p:
-    raise ValueError(f'image size {size} is not a multiple of the patch size {p}; pass '
+    raise ValueError(f'image size {size} is not a multiple of the {p}-pixel patches; pass '
                      f'--image_size={size // p * p or p}.')
   ratio = crop_ratio or float(dataset['eval_crop_ratio'] if dataset else 1.0)
   if not 0 < ratio <= 1:

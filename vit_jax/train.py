@@ -194,6 +194,8 @@ def model_from_checkpoint(config):
   else:  # not a named size: the nearest name for the patch, with explicit dimensions
     config.model.variant = f'mu/{inferred["patch_size"]}'
     config.model.update({k: inferred[k] for k in ('width', 'depth', 'mlp_dim', 'num_heads')})
+    if inferred['resnet_layers'] is not None:  # a hybrid's stem, as the checkpoint has it
+      config.model.update({k: inferred[k] for k in ('resnet_layers', 'resnet_width_factor')})
   config.model.classifier = inferred['classifier']
   config.model.representation_size = inferred['representation_size']
   if inferred['posemb'] == 'learn':

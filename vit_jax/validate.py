@@ -10,7 +10,7 @@ import jax
 
 from configs import common
 from vit_jax import data, optim, sharding
-from vit_jax.models import variant_kwargs, vit
+from vit_jax.models import resnet, variant_kwargs, vit
 
 DTYPES = ('float32', 'bfloat16', 'float16')
 LOSSES = ('softmax_xent', 'sigmoid_xent')
@@ -38,11 +38,13 @@ def check_config(config) -> 'data.DatasetInfo':
   """Raises ConfigError listing every problem; returns the dataset's info when all is well."""
   errors = _unknown_keys(config, common.get_config())
   m, d, o = config.model, config.dataset, config.optimizer
-  patch = None
+  patch, layers = None, None
   try:
-    patch = variant_kwargs(m.variant)['patch_size']
+    v = variant_kwargs(m.variant)
+    patch, layers = v['patch_size'], v.get('resnet_layers')
   except ValueError as e:
     errors.append(f'model.variant: {e}')
+  layers = m.get('resnet_layers') if m.get('resnet_layers') is not None else layers
   if m.classifier not in vit.CLASSIFIERS:
     errors.append(f'model.classifier={m.classifier!r}; expected one of {vit.CLASSIFIERS}.')
   if m.posemb not in vit.POSEMBS:
@@ -53,7 +55,15 @@ def check_config(config) -> 'data.DatasetInfo':
   for key in ('dropout', 'attention_dropout', 'stochastic_depth'):
     if not 0 <= m[key] < 1:
       errors.append(f'model.{key}={m[key]}; expected a rate in [0, 1).')
-  if patch and d.image_size % patch:
+  if patch and layers is not None:
+    side = resnet.feature_size(d.image_size, layers)
+    if side % patch:
+      unit = resnet.stem_stride(layers) * patch
+      errors.append(f'dataset.image_size={d.image_size} gives a {side}x{side} ResNet feature '
+                    f'map, not divisible by the patch size {patch}: use --config.dataset.'
+                    f'image_size={max(d.image_size // unit, 1) * unit} (stem stride '
+                    f'{resnet.stem_stride(layers)} x patch {patch}).')
+  elif patch and d.image_size % patch:
     errors.append(f'dataset.image_size={d.image_size} is not divisible by the patch size '
                   f'{patch} of {m.variant}: use --config.dataset.image_size='
                   f'{max(d.image_size // patch, 1) * patch} or a variant with a patch that '

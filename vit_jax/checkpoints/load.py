@@ -154,6 +154,17 @@ def _block_shape(flat, leaf) -> Optional[tuple]:
   return _shape(flat, f'{names.BLOCK.format(0)}/{leaf}')
 
 
+def _resnet_stem(flat) -> tuple[Optional[tuple[int, ...]], Optional[float]]:
+  """(units per stage, width factor) of a hybrid's ResNet stem; (None, None) for a pure ViT."""
+  root = _shape(flat, 'conv_root/kernel')
+  if root is None:
+    return None, None
+  layers = []
+  while units := {k.split('/')[1] for k in flat if k.startswith(f'block{len(layers) + 1}/')}:
+    layers.append(len(units))
+  return tuple(layers), root[3] / 64
+
+
 def infer_variant(params: Mapping[str, Any]) -> dict[str, Any]:
   """Model settings from parameter shapes alone.
 
@@ -162,10 +173,12 @@ def infer_variant(params: Mapping[str, Any]) -> dict[str, Any]:
   (jax.eval_shape). Returns width, depth, mlp_dim, num_heads, patch_size, channels,
   classifier ('token' | 'gap' | 'map'), posemb ('learn', or None: not stored, so
   'sincos2d' or 'none'), representation_size, num_classes (None: no head), grid and
-  image_size (from the position embeddings; None without them), scan, num_params, and
-  variant: the get_model name such as 'B/16' when the widths match one, else None.
+  image_size (from the position embeddings; None without them), scan, num_params,
+  resnet_layers and resnet_width_factor (a hybrid's stem; None for a pure ViT), and
+  variant: the get_model name such as 'B/16' or 'R50+B/16' when the widths match one,
+  else None.
   """
-  from vit_jax.models import WIDTHS  # pylint: disable=g-import-not-at-top
+  from vit_jax.models import HYBRID_STEMS, WIDTHS, resnet  # pylint: disable=g-import-not-at-top
   flat = names.as_flat(params)
   prefix = names.find_params_prefix(flat)
   if prefix:
@@ -185,14 +198,24 @@ def infer_variant(params: Mapping[str, Any]) -> dict[str, Any]:
       num_classes=(_shape(flat, f'{names.HEAD}/kernel') or (None, None))[1],
       grid=None, image_size=None, scan=names.is_scanned(flat),
       num_params=names.num_params(flat), variant=None)
+  layers, width_factor = _resnet_stem(flat)
+  info.update(resnet_layers=layers, resnet_width_factor=width_factor)
+  stride = 1 if layers is None else resnet.stem_stride(layers)
+  if layers is not None:
+    info['channels'] = int(_shape(flat, 'conv_root/kernel')[2])
   if info['posemb'] == 'learn':
     n = flat[names.POSEMB].shape[1] - (info['classifier'] == 'token')
     if math.isqrt(n) ** 2 == n:
       info['grid'] = (math.isqrt(n),) * 2
-      info['image_size'] = math.isqrt(n) * info['patch_size']
+      info['image_size'] = math.isqrt(n) * info['patch_size'] * stride
   for name, dims in WIDTHS.items():
     if dims == (info['width'], info['depth'], info['mlp_dim'], info['num_heads']):
-      info['variant'] = f'{name}/{info["patch_size"]}'
+      variant = f'{name}/{info["patch_size"] * stride}'
+      if layers is None:
+        info['variant'] = variant
+      elif width_factor == 1:
+        info['variant'] = next((h for h, stages in HYBRID_STEMS.items()
+                                if stages == layers and h.endswith('+' + variant)), None)
   return info
 
 
@@ -421,6 +444,9 @@ def load_model(path: str, *, format: Optional[str] = None,  # pylint: disable=re
     kw = {k: info[k] for k in ('width', 'depth', 'mlp_dim', 'num_heads', 'classifier',
                                 'representation_size', 'num_classes', 'scan')}
     kw['posemb'] = info['posemb'] or 'none'
+    if info['resnet_layers'] is not None:
+      kw.update(resnet_layers=info['resnet_layers'], patch_size=info['patch_size'],
+                resnet_width_factor=info['resnet_width_factor'])
     if meta['approximate_gelu'] is not None:
       kw['approximate_gelu'] = meta['approximate_gelu']
   kw.update(model_overrides)

@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vit_jax.models import resnet
+
 Dtype = Any
 CLASSIFIERS = ('token', 'gap', 'map')
 POSEMBS = ('learn', 'sincos2d', 'none')
@@ -273,10 +275,25 @@ class VisionTransformer(nn.Module):
   stochastic_depth: float = 0.0
   head_bias_init: float = 0.0
   approximate_gelu: bool = True   # tanh GELU, as the published JAX checkpoints were trained
+  # Hybrid (paper section 3.1): units per ResNet stage of a stem whose feature map is cut
+  # into patches; None = a pure ViT on pixels, () = the root block alone (stride 4).
+  resnet_layers: Optional[tuple[int, ...]] = None
+  resnet_width_factor: float = 1.0
   remat: bool = False
   scan: bool = False
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+
+  def pixels_per_token(self) -> int:
+    """Side of the image square behind one patch token (the stem's stride x the patch)."""
+    stride = 1 if self.resnet_layers is None else resnet.stem_stride(self.resnet_layers)
+    return stride * self.patch_size
+
+  def token_grid(self, h: int, w: int) -> tuple[int, int]:
+    """(rows, cols) of patch tokens for h x w images."""
+    if self.resnet_layers is not None:
+      h, w = (resnet.feature_size(n, self.resnet_layers) for n in (h, w))
+    return h // self.patch_size, w // self.patch_size
 
   @nn.compact
   def __call__(self, images, *, train: bool = False, return_attention: bool = False,
@@ -287,15 +304,27 @@ class VisionTransformer(nn.Module):
       raise ValueError(f'posemb={self.posemb!r}; expected one of {POSEMBS}.')
     b, h, w, _ = images.shape
     p = self.patch_size
-    if h % p or w % p:
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    x = images.astype(self.dtype)
+    if self.resnet_layers is not None:  # hybrid: patches of the CNN feature map
+      fh, fw = (resnet.feature_size(n, self.resnet_layers) for n in (h, w))
+      if fh % p or fw % p:
+        s = resnet.stem_stride(self.resnet_layers)
+        raise ValueError(
+            f'the ResNet stem turns {h}x{w} images into a {fh}x{fw} feature map, not '
+            f'divisible by patch size {p}: use images whose size is a multiple of '
+            f'{self.pixels_per_token()} (stride {s} x patch {p}) or a patch size dividing '
+            'the feature map.')
+      x = resnet.stem(x, self.resnet_layers, self.resnet_width_factor, **kw)
+    elif h % p or w % p:
       raise ValueError(f'image size {h}x{w} is not divisible by patch size {p}: resize the '
                        f'images to a multiple of {p} (e.g. {h // p * p or p}) or pick a '
                        'variant whose patch size divides it.')
-    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    h, w = x.shape[1:3]
 
     # 1. Patches -> tokens: a PxP convolution with stride P is the linear patch projection.
     x = nn.Conv(self.width, (p, p), strides=(p, p), padding='VALID', name='embedding',
-                **kw)(images.astype(self.dtype))                    # (B, H/P, W/P, D)
+                **kw)(x)                                             # (B, H/P, W/P, D)
     grid = (h // p, w // p)
     x = x.reshape(b, grid[0] * grid[1], self.width)                 # (B, N, D)
 
