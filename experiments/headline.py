@@ -2,21 +2,24 @@ r"""Headline accuracy: a ViT from scratch on MNIST and on Fashion-MNIST, <= 10 m
 
   ./launch.sh python -m experiments.headline [--seeds=1] [--smoke] [--workdir-root=DIR]
 
-Runs configs/mnist.py and configs/fashion_mnist.py exactly as committed (--smoke shrinks
-them to a micro model and a handful of steps). Targets of issue #8: >= 99.0% on MNIST and
->= 92.0% on Fashion-MNIST, each in at most 10 minutes of training on a 2-core CPU.
+Runs configs/mnist.py and configs/fashion_mnist.py (the pure ViT, and its 'hybrid'
+preset: the paper's ResNet-stem variant) exactly as committed (--smoke shrinks them to a
+micro model and a handful of steps). Targets of issue #8: >= 99.0% on MNIST and >= 92.0%
+on Fashion-MNIST, each in at most 10 minutes of training on a 2-core CPU.
 """
 
 from experiments import common
 
 NAME = 'headline'
-CONFIGS = (('mnist', 'configs/mnist.py'), ('fashion_mnist', 'configs/fashion_mnist.py'))
+CONFIGS = (('mnist', 'configs/mnist.py'), ('fashion_mnist', 'configs/fashion_mnist.py'),
+           ('fashion_mnist_hybrid', 'configs/fashion_mnist.py:hybrid'))
+SMOKE_PATCH = {'fashion_mnist_hybrid': {'model.variant': 'mu/1'}}  # 1x1 patches of the map
 
 
 def runs(args):
   return [common.Run(f'{name}_s{s}', config,
-                     ({**common.SMOKE, 'seed': s} if args.smoke else
-                      ({'seed': s} if s else {})),
+                     ({**common.SMOKE, **SMOKE_PATCH.get(name, {}), 'seed': s} if args.smoke
+                      else ({'seed': s} if s else {})),
                      dict(dataset=name, seed=s))
           for name, config in CONFIGS for s in range(args.seeds)
           if not args.only or name == args.only]
@@ -32,7 +35,8 @@ SPEC = dict(
     columns=['dataset', 'seed'],
     metrics=['accuracy', 'train_seconds', 'images_per_sec', 'gflops'],
     plots=[dict(kind='curves', file='eval_curves.png', title='Test accuracy during training')],
-    targets={'mnist': [99.0, 600], 'fashion_mnist': [92.0, 600]},
+    targets={'mnist': [99.0, 600], 'fashion_mnist': [92.0, 600],
+             'fashion_mnist_hybrid': [92.0, 600]},
     attempts='headline_attempts')  # earlier config versions, moved there by hand
 
 

@@ -83,9 +83,11 @@ def test_headline_smoke_rerun_skips_finished_runs_and_report_cli(tmp_path, capsy
   smoke(headline, tmp_path)
   capsys.readouterr()
   root, _, md, res = smoke(headline, tmp_path)
-  assert capsys.readouterr().out.count('done already, skipped') == 2
-  check_runs(root, res, 2)
-  assert [r[0] for r in table_rows(md)] == ['mnist', 'fashion_mnist']
+  assert capsys.readouterr().out.count('done already, skipped') == 3
+  check_runs(root, res, 3)
+  assert [r[0] for r in table_rows(md)] == ['mnist', 'fashion_mnist', 'fashion_mnist_hybrid']
+  hybrid = json.loads((root / 'fashion_mnist_hybrid_s0' / 'config.json').read_text())['model']
+  assert hybrid['resnet_layers'] == [1, 1] and hybrid['variant'] == 'mu/1'
   assert 'target >= 99.0% in <= 600 s: **missed**' in md  # a 4-step run misses it
   assert (tmp_path / 'results' / 'headline' / 'eval_curves.png').exists()
   # The report CLI on its own, and the summary of every result directory.
