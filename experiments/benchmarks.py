@@ -150,6 +150,18 @@ def render(out_dir: Path) -> str:
               'change it measurably.', '', components.read_text().strip(), '',
               '`./launch.sh python -m experiments.step_components > '
               'experiments/results/benchmarks/step_components.md`']
+  profile = out_dir / 'step_profile.md'
+  if profile.exists():
+    parts += ['', '## Where a whole float32 Ti/16 train step spends its time', '',
+              "XLA op kinds from a jax.profiler trace of the trainer's compiled step. Three "
+              'kinds of work that PyTorch does faster take about half of it: the attention '
+              'matmuls (`dot_general`: batched over batch x heads), the column sums of the '
+              'bias and LayerNorm gradients (`wrapped_reduce-window`: XLA:CPU splits each '
+              'into windows of 32 rows), and layout copies (`copy_bitcast_fusion`, '
+              '`transpose_copy_fusion`: transposed operands of the weight-gradient and '
+              'attention matmuls).', '', profile.read_text().strip(), '',
+              '`./launch.sh python -m experiments.step_profile > '
+              'experiments/results/benchmarks/step_profile.md`']
   parts += ['', '## Reading the tables', '',
             '- bfloat16 runs the forward matmuls in bfloat16 with float32 accumulation, which '
             "is what reaches the CPU's bf16 dot-product instructions (the bfloat16 peak above "

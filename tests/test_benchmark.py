@@ -1,6 +1,7 @@
 """The benchmark CLI: its FLOP count against XLA's, and its JSON lines, on a micro ViT."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -118,3 +119,19 @@ def test_readme_quotes_the_committed_benchmark_tables():
   block = text.split(benchmarks.BEGIN, 1)[1].split(benchmarks.END, 1)[0].strip()
   assert block == benchmarks.readme_block(benchmarks.RESULTS).strip()
   assert '| B/16 | train |' in block
+
+
+def test_step_profile_sums_a_traced_step_by_op_kind(capsys):
+  from experiments import step_profile
+  assert step_profile.main(['--variant=mu/8', '--image-size=32', '--batch=4', '--steps=2',
+                            '--rows=100']) == 0
+  out = capsys.readouterr().out.splitlines()
+  assert out[0].startswith('| op kind (mu/8 train, batch 4) | ms per step |')
+  rows = [l.split(' | ') for l in out[2:] if l.startswith('| ')]
+  ms = [float(r[1]) for r in rows]
+  assert len(rows) > 5 and ms == sorted(ms, reverse=True)
+  assert all(int(r[3]) > 0 for r in rows) and not any('other kinds' in l for l in out)
+  # The attention matmuls of a 2-head model over 17 tokens are listed with their shapes.
+  attention, = [r for r in rows if r[0] == '| dot_general']
+  assert re.search(r'f32\[4,2,17,1[67]\]', attention[4])
+  assert 'Ops sum to' in out[-1] and 'the step takes' in out[-1]
