@@ -140,28 +140,12 @@ def render(out_dir: Path) -> str:
     parts += ['', f'`{meta["command"]}` ({meta["wall_s"]:.0f} s, finished {meta["finished"]}; '
               f'{env.get("device", "?")} on {env.get("cpu", "?")}, {env.get("cpu_count", "?")} '
               f'cores, JAX {env.get("jax", "?")}).']
-  components = out_dir / 'step_components.md'
-  if components.exists():
-    parts += ['', '## Where a float32 train step loses to PyTorch', '',
-              'Each part of a Ti/16 block alone, forward and forward + backward, compiled as '
-              'training compiles it, against PyTorch eager. The attention core is the gap: '
-              "PyTorch's fused `scaled_dot_product_attention` against XLA's batched matmuls "
-              'and softmax; a hand-written backward (the flash-attention formula) did not '
-              'change it measurably.', '', components.read_text().strip(), '',
-              '`./launch.sh python -m experiments.step_components > '
-              'experiments/results/benchmarks/step_components.md`']
-  profile = out_dir / 'step_profile.md'
-  if profile.exists():
-    parts += ['', '## Where a whole float32 Ti/16 train step spends its time', '',
-              "XLA op kinds from a jax.profiler trace of the trainer's compiled step. Three "
-              'kinds of work that PyTorch does faster take about half of it: the attention '
-              'matmuls (`dot_general`: batched over batch x heads), the column sums of the '
-              'bias and LayerNorm gradients (`wrapped_reduce-window`: XLA:CPU splits each '
-              'into windows of 32 rows), and layout copies (`copy_bitcast_fusion`, '
-              '`transpose_copy_fusion`: transposed operands of the weight-gradient and '
-              'attention matmuls).', '', profile.read_text().strip(), '',
-              '`./launch.sh python -m experiments.step_profile > '
-              'experiments/results/benchmarks/step_profile.md`']
+  for module, title, text in STEP_ANALYSES:
+    table = out_dir / f'{module}.md'
+    if table.exists():
+      parts += ['', f'## {title}', '', text, '', table.read_text().strip(), '',
+                f'`./launch.sh python -m experiments.{module} > '
+                f'experiments/results/benchmarks/{module}.md`']
   parts += ['', '## Reading the tables', '',
             '- bfloat16 runs the forward matmuls in bfloat16 with float32 accumulation, which '
             "is what reaches the CPU's bf16 dot-product instructions (the bfloat16 peak above "
@@ -175,6 +159,23 @@ def render(out_dir: Path) -> str:
             '- A step timed right after a PyTorch one ran up to 1.5x slower (PyTorch\'s '
             'OpenMP threads keep spinning), so every PyTorch measurement runs after ours.']
   return '\n'.join(parts) + '\n'
+
+
+# The step analyses whose committed markdown output results.md includes: (module, title, text).
+STEP_ANALYSES = (
+    ('step_components', 'Where a float32 train step loses to PyTorch',
+     'Each part of a Ti/16 block alone, forward and forward + backward, compiled as training '
+     'compiles it, against PyTorch eager. The attention core is the gap: PyTorch\'s fused '
+     '`scaled_dot_product_attention` against XLA\'s batched matmuls and softmax; a '
+     'hand-written backward (the flash-attention formula) did not change it measurably.'),
+    ('step_profile', 'Where a whole float32 Ti/16 train step spends its time',
+     "XLA op kinds from a jax.profiler trace of the trainer's compiled step. Three kinds of "
+     'work take most of the traced time: the attention matmuls (`dot_general`, batched over '
+     'batch x heads), the column sums of the bias and LayerNorm gradients '
+     '(`wrapped_reduce-window`: XLA:CPU splits each into windows of 32 rows), and layout '
+     'copies (`copy_bitcast_fusion`, `transpose_copy_fusion`: transposed operands of the '
+     'weight-gradient and attention matmuls).'),
+)
 
 
 README = REPO / 'README.md'
