@@ -332,6 +332,8 @@ def test_hybrid_round_trips_through_the_published_layout_and_is_recognised(tmp_p
           info['grid'], info['image_size'], info['variant']) == ((1, 1), 0.5, 3, (4, 4), 32,
                                                                  None)
   np.testing.assert_array_equal(logits(loaded_model, loaded, 32), logits(model, params, 32))
+  assert 'resnet_layers=(1, 1), resnet_width_factor=0.5' in convert.format_table(
+      convert.inspect(str(path)))
   r50 = load.infer_variant(jax.eval_shape(get_model('R50+B/16').init, jax.random.key(0),
                                           jnp.zeros((1, 384, 384, 3)))['params'])
   assert (r50['variant'], r50['resnet_layers'], r50['patch_size'], r50['image_size']) == (

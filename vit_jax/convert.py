@@ -106,7 +106,9 @@ def format_table(info: dict) -> str:
     lines.append(f'model: {v["variant"] or "(no named variant)"}; ' + ', '.join(
         f'{k}={v[k]}' for k in ('width', 'depth', 'mlp_dim', 'num_heads', 'patch_size',
                                 'classifier', 'posemb', 'representation_size',
-                                'num_classes', 'image_size', 'scan')))
+                                'num_classes', 'image_size', 'scan'))
+        + (f', resnet_layers={v["resnet_layers"]}, resnet_width_factor='
+           f'{v["resnet_width_factor"]}' if v.get('resnet_layers') is not None else ''))
   else:
     lines.append('model: not a ViT checkpoint in a known format')
   lines.append(f'parameters: {info["num_params"]:,} in {len(arrays)} arrays')
