@@ -230,3 +230,23 @@ def test_fine_tunes_from_a_checkpoint_at_a_higher_resolution(tmp_path, capsys):
   c.init_from = str(tmp_path / 'nope.npz')
   with pytest.raises(ConfigError, match=r"init_from=.*nope.npz' does not exist"):
     check_config(c)
+
+
+def test_hybrid_checkpoint_fine_tunes_at_a_higher_resolution_with_its_stem(tmp_path, capsys):
+  from vit_jax.checkpoints import vit_npz
+  from vit_jax.models import get_model
+  pre = get_model('mu/1', width=32, depth=2, mlp_dim=64, num_heads=2, num_classes=10,
+                  resnet_layers=(1, 1), resnet_width_factor=0.5)
+  params = pre.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))['params']  # 2x2 tokens
+  npz = tmp_path / 'hybrid.npz'
+  vit_npz.write(str(npz), params)
+  c = tiny_mnist_config(total_steps=2, eval_every=0, **{'optimizer.warmup_steps': 1,
+                                                        'dataset.image_size': 24})
+  c.model.update(variant='', width=None, depth=None, mlp_dim=None, num_heads=None)
+  c.init_from = str(npz)
+  result = train.train_and_evaluate(c, str(tmp_path / 'ft'))
+  err = capsys.readouterr().err
+  assert result['step'] == 2 and np.isfinite(result['eval_loss'])
+  assert (c.model.variant, c.model.resnet_layers, c.model.resnet_width_factor) == (
+      'mu/1', (1, 1), 0.5)
+  assert 'resized position embeddings (1, 5, 32) -> (1, 10, 32)' in err  # 2x2 -> 3x3 tokens
