@@ -291,14 +291,14 @@ def test_std_conv_is_invariant_to_the_scale_and_offset_of_its_kernel():
 def test_small_hybrid_trains_its_stem_and_reports_bad_sizes():
   model = get_model('mu/1', **{**TINY, 'resnet_layers': (1, 1), 'resnet_width_factor': 0.5})
   x = images(size=28)  # 28 -> 14 -> 7 (root) -> 4 (second stage): 16 tokens
-  params = init(model, x)
+  params = jax.jit(model.init)(jax.random.key(0), x)['params']
   assert params['Transformer']['posembed_input']['pos_embedding'].shape == (1, 17, 32)
   assert resnet.feature_size(28, (1, 1)) == 4 and resnet.stem_stride((1, 1)) == 8
 
   def loss(p):
     return jnp.mean(model.apply({'params': p}, x)[0] ** 2)
   params['head']['kernel'] = jnp.ones_like(params['head']['kernel'])  # so gradients flow
-  grads = jax.grad(loss)(params)
+  grads = jax.jit(jax.grad(loss))(params)
   # The root and the residual projections learn from the first step; a unit's own branch
   # starts closed (gn3's zero scale) and opens through that scale's gradient.
   for g in (grads['conv_root']['kernel'], grads['block2']['unit1']['conv_proj']['kernel'],
