@@ -90,6 +90,9 @@ def test_bad_arguments_are_named():
   out = subprocess.run([sys.executable, '-m', 'vit_jax.benchmark', '--mode=fit'],
                        cwd=REPO, capture_output=True, text=True)
   assert out.returncode == 2 and "['fit']" in out.stderr
+  out = subprocess.run([sys.executable, '-m', 'vit_jax.benchmark', '--variant=R50+B/16',
+                        '--compare-torch'], cwd=REPO, capture_output=True, text=True)
+  assert out.returncode == 2 and 'R50+B/16 is a hybrid and the PyTorch peer' in out.stderr
 
 
 def test_benchmark_suites_write_jsonl_and_tables(tmp_path, monkeypatch):

@@ -398,9 +398,9 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   for v in args.variant.split(','):
     try:
-      if 'resnet_layers' in variant_kwargs(v):
-        parser.error(f'{v} is a hybrid: the FLOP count and the PyTorch peer here are for '
-                     'pure ViTs; pass a ViT variant such as B/16.')
+      if 'resnet_layers' in variant_kwargs(v) and args.compare_torch:
+        parser.error(f'{v} is a hybrid and the PyTorch peer is a pure ViT: drop '
+                     '--compare-torch, or pass a ViT variant such as B/16.')
     except ValueError as e:
       parser.error(str(e))
   bad = [m for m in args.mode.split(',') if m not in ('infer', 'train')]

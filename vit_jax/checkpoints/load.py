@@ -445,7 +445,7 @@ def load_model(path: str, *, format: Optional[str] = None,  # pylint: disable=re
                                 'representation_size', 'num_classes', 'scan')}
     kw['posemb'] = info['posemb'] or 'none'
     if info['resnet_layers'] is not None:
-      kw.update(resnet_layers=info['resnet_layers'], patch_size=info['patch_size'],
+      kw.update(resnet_layers=info['resnet_layers'],
                 resnet_width_factor=info['resnet_width_factor'])
     if meta['approximate_gelu'] is not None:
       kw['approximate_gelu'] = meta['approximate_gelu']
