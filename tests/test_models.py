@@ -288,6 +288,19 @@ def test_std_conv_is_invariant_to_the_scale_and_offset_of_its_kernel():
   np.testing.assert_allclose(w.std((0, 1, 2)), 1, atol=1e-3)
 
 
+@pytest.mark.parametrize('shape', [(2, 14, 14, 3), (1, 15, 9, 2), (1, 2, 2, 1)])
+def test_separable_max_pool_equals_flax_in_values_and_gradients(shape):
+  import flax.linen as nn
+  x = jax.random.normal(jax.random.key(0), shape)
+  ref = lambda x: nn.max_pool(x, (3, 3), strides=(2, 2), padding='SAME')  # noqa: E731
+  np.testing.assert_array_equal(resnet.max_pool(x), ref(x))
+  w = jax.random.normal(jax.random.key(1), ref(x).shape)  # a cotangent per window
+  grad = lambda pool: jax.grad(lambda x: jnp.sum(pool(x) * w))(x)  # noqa: E731
+  # Equal up to the order in which windows sharing a winner add their cotangents.
+  np.testing.assert_allclose(grad(resnet.max_pool), grad(ref), rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(grad(resnet.max_pool).sum(), w.sum(), rtol=1e-5)  # no split
+
+
 def test_small_hybrid_trains_its_stem_and_reports_bad_sizes():
   model = get_model('mu/1', **{**TINY, 'resnet_layers': (1, 1), 'resnet_width_factor': 0.5})
   x = images(size=28)  # 28 -> 14 -> 7 (root) -> 4 (second stage): 16 tokens
