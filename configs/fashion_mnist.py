@@ -32,13 +32,18 @@ def get_config(preset: str = ''):
   c.dataset.update(flip=True, train_crop='resize')
   if preset == 'hybrid':
     # Tokens from a small ResNet stem: a 7x7/2 root convolution with 32 channels and
-    # max-pooling (28 -> 7), two one-unit stages (7 -> 4), 1x1 patches: 16 tokens as in
-    # the pure ViT, which now gets 4 blocks. The stem makes a step ~1.4x as costly, so
-    # 4,000 steps (8.5 epochs) fit the 10 minutes.
-    c.model.update(variant='mu/1', resnet_layers=(1, 1), resnet_width_factor=0.5, depth=4)
-    c.total_steps = 4000
-    c.eval_every = c.checkpoint_every = 2000
-    c.optimizer.warmup_steps = 200
+    # max-pooling (28 -> 7), two one-unit stages (7 -> 4), 1x1 patches: 16 tokens, then 2
+    # ViT blocks of width 64. The stem is where the accuracy comes from; a block costs
+    # ~21 ms of a 128-image step. Batch 64 runs faster per image than 128 on 2 cores
+    # (~2,000 vs ~1,560 images/s: the working set stays in cache) and gives twice the
+    # updates: 15,000 steps is 16 epochs. At 16 epochs the model overfits (training
+    # batches ~95%), hence label smoothing and a strong decoupled weight decay.
+    c.model.update(variant='mu/1', resnet_layers=(1, 1), resnet_width_factor=0.5, depth=2)
+    c.batch_size = 64
+    c.total_steps = 15_000
+    c.eval_every = c.checkpoint_every = 5_000
+    c.optimizer.update(warmup_steps=400, weight_decay=0.5)
+    c.label_smoothing = 0.1
   elif preset:
     raise ValueError(f"unknown preset {preset!r} of configs/fashion_mnist.py: '' or 'hybrid'.")
   return c

@@ -283,9 +283,10 @@ def attempts_section(attempts_root: Path, out_dir: Path) -> list:
   md = ['## Earlier attempts', '',
         'Earlier versions of the configs, each run once as the headline runs are; the full '
         'resolved config of each is in `attempts/NAME.config.json`.', '',
-        '| attempt | patch | width x depth (mlp) | batch x steps | lr | grad clip | '
-        'label smoothing | train crop | flip | test accuracy (%) | train s | images/s |',
-        '|' + '---|' * 12]
+        '| attempt | ResNet stem | patch | width x depth (mlp) | batch x steps | lr | '
+        'weight decay | grad clip | label smoothing | train crop | flip | test accuracy (%) '
+        '| train s | images/s |',
+        '|' + '---|' * 14]
   for d in dirs:
     r, c = read_run(d), json.loads((d / 'config.json').read_text())
     # The shared data directory as the repository sees it, not this machine's path.
@@ -295,9 +296,12 @@ def attempts_section(attempts_root: Path, out_dir: Path) -> list:
     crop = ds['train_crop'] + {'inception': f' >= {ds["crop_min_scale"]:g}',
                                'pad_crop': f' {ds.get("crop_padding")} px'}.get(
                                    ds['train_crop'], '')
-    md.append(f'| {d.name} | {m["variant"].partition("/")[2]} | {m["width"]} x {m["depth"]} '
-              f'({m["mlp_dim"]}) | {c["batch_size"]} x {c["total_steps"]} | '
-              f'{c["optimizer"]["learning_rate"]:g} | {c["optimizer"]["grad_clip_norm"]:g} | '
+    stem = ('-' if m.get('resnet_layers') is None else
+            f'{tuple(m["resnet_layers"])}, x{m["resnet_width_factor"]:g}')
+    md.append(f'| {d.name} | {stem} | {m["variant"].partition("/")[2]} | {m["width"]} x '
+              f'{m["depth"]} ({m["mlp_dim"]}) | {c["batch_size"]} x {c["total_steps"]} | '
+              f'{c["optimizer"]["learning_rate"]:g} | {c["optimizer"]["weight_decay"]:g} | '
+              f'{c["optimizer"]["grad_clip_norm"]:g} | '
               f'{c["label_smoothing"]:g} | {crop} | {ds["flip"]} | '
               f'{r["accuracy"]:.2f} | {r["train_seconds"]:.0f} | {r["images_per_sec"]:.0f} |')
   return md + ['']
