@@ -42,7 +42,7 @@ def get_config(preset: str = ''):
     c.batch_size = 64
     c.total_steps = 15_000
     c.eval_every = c.checkpoint_every = 5_000
-    c.optimizer.update(warmup_steps=400, weight_decay=0.5)
+    c.optimizer.update(warmup_steps=400, weight_decay=0.3)
     c.label_smoothing = 0.1
   elif preset:
     raise ValueError(f"unknown preset {preset!r} of configs/fashion_mnist.py: '' or 'hybrid'.")
