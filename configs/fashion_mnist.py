@@ -37,7 +37,7 @@ def get_config(preset: str = ''):
     # ViT blocks of width 64. The stem is where the accuracy comes from; a block costs
     # ~21 ms of a 128-image step. Batch 64 runs faster per image than 128 on 2 cores
     # (~2,000 vs ~1,560 images/s: the working set stays in cache) and gives twice the
-    # updates: 15,000 steps is 16 epochs. At 16 epochs the model overfits (training
+    # updates: 16,000 steps is 17 epochs. At that length the model overfits (training
     # batches ~95%), hence label smoothing and a strong decoupled weight decay.
     c.model.update(variant='mu/1', resnet_layers=(1, 1), resnet_width_factor=0.5, depth=2)
     c.batch_size = 64

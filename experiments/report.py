@@ -280,6 +280,9 @@ def attempts_section(attempts_root: Path, out_dir: Path) -> list:
   if not dirs:
     return []
   (out_dir / 'attempts').mkdir(exist_ok=True)
+  for stale in (out_dir / 'attempts').glob('*.config.json'):  # attempts no longer there
+    if stale.name.removesuffix('.config.json') not in {d.name for d in dirs}:
+      stale.unlink()
   md = ['## Earlier attempts', '',
         'Earlier versions of the configs, each run once as the headline runs are; the full '
         'resolved config of each is in `attempts/NAME.config.json`.', '',
