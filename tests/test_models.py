@@ -135,10 +135,12 @@ def test_remat_gives_the_same_loss_and_gradients():
     jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-4, atol=2e-5), g, g_ref)
 
 
-def test_fused_attention_matches_explicit_weights_path(monkeypatch):
-  """The GPU path (jax.nn.dot_product_attention) and the written-out one agree, forward
-  and backward."""
+@pytest.mark.parametrize('broadcast_max', [0, 1 << 20])
+def test_fused_attention_matches_explicit_weights_path(monkeypatch, broadcast_max):
+  """The GPU path (jax.nn.dot_product_attention) and the written-out one, with matmuls or
+  (tiny heads on CPU) broadcast products, agree, forward and backward."""
   from vit_jax.models import vit
+  monkeypatch.setattr(vit, 'BROADCAST_ATTENTION_MAX', broadcast_max)
   model = tiny()
   x = images()
   params = random_head(init(model, x))

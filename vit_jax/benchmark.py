@@ -5,6 +5,8 @@
   python -m vit_jax.benchmark --variant=H/14 --mode=train --scan=0,1 --remat=0,1 --compile-only
   python -m vit_jax.benchmark --variant=Ti/16,S/16 --attention=sdpa,explicit   # A/B
   python -m vit_jax.benchmark --variant=B/16 --xla-options=default,tuned          # A/B
+  python -m vit_jax.benchmark --variant=mu/7 --image-size=28 --batch=128 --mode=train \
+      --attention=matmul,broadcast                   # A/B at MNIST shapes (17 tokens)
 
 For each (variant, mode, dtype, scan, remat) it prints one JSON line (stdout): images/s,
 step time (median, min, max and interquartile range over --repeats timed steps; compile and
@@ -155,18 +157,24 @@ def _train_config(batch: int):
   return c
 
 
+ATTENTION_PATHS = ('auto', 'sdpa', 'explicit', 'matmul', 'broadcast')
+
+
 @contextlib.contextmanager
 def attention_path(name: str):
-  """'auto' (the model's choice), 'sdpa' (jax.nn.dot_product_attention) or 'explicit'
-  (written out, heads-major), for A/B timing of the two attention formulations."""
+  """'auto' (the model's choice), 'sdpa' (jax.nn.dot_product_attention), 'explicit'
+  (written out, heads-major), or the explicit path forced to batched 'matmul's or to
+  'broadcast' products: for A/B timing of the attention formulations."""
   from vit_jax.models import vit  # pylint: disable=g-import-not-at-top
-  saved = vit.fused_attention_backend
+  saved = vit.fused_attention_backend, vit.BROADCAST_ATTENTION_MAX
   if name != 'auto':
     vit.fused_attention_backend = lambda: name == 'sdpa'
+  if name in ('matmul', 'broadcast'):
+    vit.BROADCAST_ATTENTION_MAX = 0 if name == 'matmul' else float('inf')
   try:
     yield
   finally:
-    vit.fused_attention_backend = saved
+    vit.fused_attention_backend, vit.BROADCAST_ATTENTION_MAX = saved
 
 
 def bench_ours(variant: str, *, mode: str, batch: int, image_size: int, dtype: str,
@@ -383,8 +391,8 @@ def main(argv=None) -> int:
   parser.add_argument('--scan', default='0', help='0, 1 or 0,1 (scan over layers)')
   parser.add_argument('--remat', default='0', help='0, 1 or 0,1 (per-block remat)')
   parser.add_argument('--attention', default='auto',
-                      help="auto (the model's choice), sdpa, explicit, or a comma list: "
-                      'A/B of the attention formulations')
+                      help="auto (the model's choice), sdpa, explicit, matmul, broadcast, "
+                      'or a comma list: A/B of the attention formulations')
   parser.add_argument('--xla-options', default='tuned',
                       help='tuned (vit_jax.cpu_tuning, what training uses), default (XLA\'s '
                       'own), or default,tuned: A/B of the compiler options')
@@ -406,11 +414,12 @@ def main(argv=None) -> int:
   bad = [m for m in args.mode.split(',') if m not in ('infer', 'train')]
   bad += [d for d in args.dtype.split(',') if d not in ('float32', 'bfloat16')]
   bad += [k for k in args.compare_torch.split(',') if k and k not in ('eager', 'compile')]
-  bad += [a for a in args.attention.split(',') if a not in ('auto', 'sdpa', 'explicit')]
+  bad += [a for a in args.attention.split(',') if a not in ATTENTION_PATHS]
   bad += [o for o in args.xla_options.split(',') if o not in XLA_OPTIONS]
   if bad:
     parser.error(f'unknown value(s) {bad}: --mode takes infer,train; --dtype float32,'
-                 'bfloat16; --compare-torch eager,compile; --attention auto,sdpa,explicit; '
+                 'bfloat16; --compare-torch eager,compile; --attention '
+                 + ','.join(ATTENTION_PATHS) + '; '
                  '--xla-options tuned,default.')
   if args.image_size % variant_kwargs(args.variant.split(',')[0])['patch_size']:
     parser.error(f'--image-size {args.image_size} is not a multiple of the patch size.')
