@@ -80,6 +80,7 @@ def get_config():
   c.loss = 'softmax_xent'            # softmax_xent | sigmoid_xent
   c.label_smoothing = 0.0
   c.mixup_alpha = 0.0                # 0 = off
+  c.random_erasing = 0.0             # probability per example of erasing a rectangle; 0 = off
   c.nonfinite = 'stop'               # non-finite loss: stop (keep last checkpoint) | skip
 
   # Parameters and optimiser state: replicated, or FSDP-sharded over the data axis.

@@ -144,6 +144,22 @@ def test_schedule_warms_up_linearly_then_decays():
   np.testing.assert_allclose([s(10), s(60), s(110)], [1, 0.5, 0], atol=1e-6)
 
 
+def test_random_erasing_replaces_one_rectangle_of_2_to_33_percent_per_erased_image():
+  images = jnp.full((256, 28, 28, 3), 5.0)  # outside [-1, 1]: erased pixels stand out
+  out = np.asarray(train.random_erasing(jax.random.key(0), images, 0.5))
+  erased = out[..., 0] != 5.0
+  counts = erased.sum((1, 2))
+  assert 0.35 < np.mean(counts > 0) < 0.65  # about half the images
+  for e, n in zip(erased, counts):
+    if n:  # a filled axis-aligned rectangle: its bounding box has exactly n pixels
+      rows, cols = np.flatnonzero(e.any(1)), np.flatnonzero(e.any(0))
+      assert (rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1) == n
+      assert 0.01 * 28 * 28 <= n <= 0.4 * 28 * 28
+  assert np.all(np.abs(out[erased]) <= 1.0)  # noise in the images' range
+  np.testing.assert_array_equal(train.random_erasing(jax.random.key(0), images, 0.0), images)
+  np.testing.assert_array_equal(out, train.random_erasing(jax.random.key(0), images, 0.5))
+
+
 @pytest.mark.parametrize('change,message', [
     (dict(batch_size=30), r'batch_size=30 must be divisible by device count \(1\) x '
                           r'grad_accum_steps \(4\) = 4: use --config.batch_size=28'),
@@ -152,6 +168,7 @@ def test_schedule_warms_up_linearly_then_decays():
     ({'dataset.num_classes': 7}, r'num_classes=7 but .* has 10 classes'),
     ({'model.variant': 'Q/16'}, r"unknown ViT variant 'Q/16'"),
     ({'optimizer.name': 'adam'}, r"optimizer.name='adam'; expected one of \('adamw', 'sgd'\)"),
+    ({'random_erasing': 1.5}, r'random_erasing=1.5; expected a probability in \[0, 1\]'),
     ({'model.classifier': 'cls'}, r"model.classifier='cls'"),
     ({'model.resnet_layers': (1, 1), 'model.variant': 'mu/3'},
      r'image_size=16 gives a 2x2 ResNet feature map, not divisible by the patch size 3: '

@@ -57,6 +57,27 @@ def mixup(rng, images, labels, alpha: float):
   return mix(images), mix(labels)
 
 
+def random_erasing(rng, images, prob: float):
+  """Random erasing (Zhong et al. 2020), per example with probability `prob`: a rectangle
+  of 2-33% of the image, aspect ratio 0.3-3.3, is replaced by uniform noise in [-1, 1].
+  On device, like mixup, so every input path gets it and it is a function of (seed, step)."""
+  b, h, w, _ = images.shape
+  k_apply, k_area, k_ratio, k_y, k_x, k_noise = jax.random.split(rng, 6)
+  area = jax.random.uniform(k_area, (b,), minval=0.02, maxval=1 / 3) * (h * w)
+  ratio = jnp.exp(jax.random.uniform(k_ratio, (b,), minval=np.log(0.3), maxval=np.log(1 / 0.3)))
+  eh = jnp.clip(jnp.round(jnp.sqrt(area * ratio)), 1, h)
+  ew = jnp.clip(jnp.round(jnp.sqrt(area / ratio)), 1, w)
+  y0 = jnp.floor(jax.random.uniform(k_y, (b,)) * (h - eh + 1))
+  x0 = jnp.floor(jax.random.uniform(k_x, (b,)) * (w - ew + 1))
+  rows, cols = jnp.arange(h)[None], jnp.arange(w)[None]
+  in_rows = (rows >= y0[:, None]) & (rows < (y0 + eh)[:, None])          # (B, H)
+  in_cols = (cols >= x0[:, None]) & (cols < (x0 + ew)[:, None])          # (B, W)
+  erase = jax.random.bernoulli(k_apply, prob, (b,))[:, None, None]
+  box = (in_rows[:, :, None] & in_cols[:, None, :] & erase)[..., None]   # (B, H, W, 1)
+  noise = jax.random.uniform(k_noise, images.shape, images.dtype, -1.0, 1.0)
+  return jnp.where(box, noise, images)
+
+
 def make_train_step(model, tx, schedule, config, num_classes: int, mesh):
   """(state, batch) -> (state, metrics). Randomness is a function of (seed, step) only."""
   k = config.grad_accum_steps
@@ -75,6 +96,8 @@ def make_train_step(model, tx, schedule, config, num_classes: int, mesh):
     mix_rng, drop_rng = jax.random.split(rng)
     images, int_labels = batch['image'], batch['label']
     labels = jax.nn.one_hot(int_labels, num_classes)
+    if config.random_erasing > 0:
+      images = random_erasing(jax.random.fold_in(rng, 1), images, config.random_erasing)
     if config.mixup_alpha > 0:
       images, labels = mixup(mix_rng, images, labels, config.mixup_alpha)
     if config.label_smoothing > 0:

@@ -85,6 +85,9 @@ def check_config(config) -> 'data.DatasetInfo':
     errors.append(f'label_smoothing={config.label_smoothing}; expected [0, 1).')
   if config.mixup_alpha < 0:
     errors.append(f'mixup_alpha={config.mixup_alpha}; expected >= 0 (0 = off).')
+  if not 0 <= config.random_erasing <= 1:
+    errors.append(f'random_erasing={config.random_erasing}; expected a probability in [0, 1] '
+                  '(0 = off).')
   if config.nonfinite not in ('stop', 'skip'):
     errors.append(f"nonfinite={config.nonfinite!r}; expected 'stop' or 'skip'.")
   if config.sharding not in sharding.STRATEGIES:
