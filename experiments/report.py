@@ -246,7 +246,9 @@ def write_report(root: Path, out_dir: Path) -> Path:
          f'{env["platform"]}, Python {env["python"]}, JAX {env["jax"]}.'
          + load_sentence(runs), '']
   if spec.get('attempts'):
-    md += attempts_section(root.parent / spec['attempts'], out_dir)
+    md += attempts_section(root.parent / spec['attempts'], out_dir,
+                           [json.loads((root / r['name'] / 'config.json').read_text())
+                            for r in runs])
   if spec.get('notes'):
     md += ['## Notes', '', spec['notes'].strip(), '']
   (out_dir / 'results.md').write_text('\n'.join(md))
@@ -273,41 +275,64 @@ def load_sentence(runs) -> str:
           f' on {os.cpu_count()} cores.')
 
 
-def attempts_section(attempts_root: Path, out_dir: Path) -> list:
-  """Earlier versions of the configs (workdirs moved to ATTEMPTS_ROOT/NAME): a table of
-  their settings, read off their config.json, which is copied to out_dir/attempts/."""
-  dirs = sorted(d for d in Path(attempts_root).glob('*') if (d / 'run.json').exists())
-  if not dirs:
+def attempts_section(attempts_root: Path, out_dir: Path, current_configs=()) -> list:
+  """Earlier versions of the configs: a table of their settings and results.
+
+  The record of each attempt is committed under out_dir/attempts/ (NAME.config.json, the
+  resolved config; NAME.result.json, its accuracy and times), so the table survives a
+  fresh clone without the workdirs. Runs moved by hand to ATTEMPTS_ROOT/NAME (re)write
+  their records; an attempt whose config is one of `current_configs` (a run moved back
+  into the experiment) is not an earlier attempt and its record is dropped. To forget
+  an attempt, delete its two files.
+  """
+  records = Path(out_dir) / 'attempts'
+  for d in sorted(Path(attempts_root).glob('*')):
+    if (d / 'run.json').exists():
+      r, c = read_run(d), json.loads((d / 'config.json').read_text())
+      records.mkdir(parents=True, exist_ok=True)
+      (records / f'{d.name}.config.json').write_text(_portable_json(c))
+      (records / f'{d.name}.result.json').write_text(json.dumps(
+          {k: r[k] for k in ('accuracy', 'train_seconds', 'images_per_sec', 'command',
+                             'finished')}, indent=2))
+  current = [_portable_json(c) for c in current_configs]
+  rows = []
+  for path in sorted(records.glob('*.result.json')):
+    name = path.name.removesuffix('.result.json')
+    config_path = records / f'{name}.config.json'
+    if config_path.read_text() in current:
+      path.unlink()
+      config_path.unlink()
+      continue
+    rows.append((name, json.loads(config_path.read_text()), json.loads(path.read_text())))
+  if not rows:
     return []
-  (out_dir / 'attempts').mkdir(exist_ok=True)
-  for stale in (out_dir / 'attempts').glob('*.config.json'):  # attempts no longer there
-    if stale.name.removesuffix('.config.json') not in {d.name for d in dirs}:
-      stale.unlink()
   md = ['## Earlier attempts', '',
         'Earlier versions of the configs, each run once as the headline runs are; the full '
         'resolved config of each is in `attempts/NAME.config.json`.', '',
         '| attempt | ResNet stem | patch | width x depth (mlp) | batch x steps | lr | '
-        'weight decay | grad clip | label smoothing | train crop | flip | test accuracy (%) '
-        '| train s | images/s |',
-        '|' + '---|' * 14]
-  for d in dirs:
-    r, c = read_run(d), json.loads((d / 'config.json').read_text())
-    # The shared data directory as the repository sees it, not this machine's path.
-    text = json.dumps(c, indent=2).replace(str(datasets.SHARED), '../shared')
-    (out_dir / 'attempts' / f'{d.name}.config.json').write_text(text)
+        'weight decay | grad clip | label smoothing | train crop | flip | random erasing | '
+        'test accuracy (%) | train s | images/s |',
+        '|' + '---|' * 15]
+  for name, c, r in rows:
     m, ds = c['model'], c['dataset']
     crop = ds['train_crop'] + {'inception': f' >= {ds["crop_min_scale"]:g}',
                                'pad_crop': f' {ds.get("crop_padding")} px'}.get(
                                    ds['train_crop'], '')
     stem = ('-' if m.get('resnet_layers') is None else
             f'{tuple(m["resnet_layers"])}, x{m["resnet_width_factor"]:g}')
-    md.append(f'| {d.name} | {stem} | {m["variant"].partition("/")[2]} | {m["width"]} x '
+    md.append(f'| {name} | {stem} | {m["variant"].partition("/")[2]} | {m["width"]} x '
               f'{m["depth"]} ({m["mlp_dim"]}) | {c["batch_size"]} x {c["total_steps"]} | '
               f'{c["optimizer"]["learning_rate"]:g} | {c["optimizer"]["weight_decay"]:g} | '
               f'{c["optimizer"]["grad_clip_norm"]:g} | '
               f'{c["label_smoothing"]:g} | {crop} | {ds["flip"]} | '
+              f'{c.get("random_erasing", 0):g} | '
               f'{r["accuracy"]:.2f} | {r["train_seconds"]:.0f} | {r["images_per_sec"]:.0f} |')
   return md + ['']
+
+
+def _portable_json(config: dict) -> str:
+  """A config as committed: the shared data directory as the repository sees it."""
+  return json.dumps(config, indent=2).replace(str(datasets.SHARED), '../shared')
 
 
 def write_summary(results_dir: Path) -> Path:

@@ -185,3 +185,26 @@ def test_a_failed_run_names_its_log(tmp_path):
   run = common.Run('bad', 'configs/fashion_mnist.py', {'model.posemb': 'nope'}, {})
   with pytest.raises(RuntimeError, match='bad failed.*stderr.log'):
     common.launch('x', run, tmp_path, log=lambda _: None)
+
+
+def test_attempt_records_outlive_their_workdirs_and_drop_when_moved_back(tmp_path):
+  from configs import fashion_mnist
+  current = json.loads(fashion_mnist.get_config('hybrid').to_json_best_effort())
+  older = json.loads(json.dumps(current))
+  older['total_steps'], older['random_erasing'] = 15000, 0.25
+  attempts_dir, out = tmp_path / 'runs' / 'headline_attempts', tmp_path / 'results'
+  fake_run(attempts_dir, 'hybrid_v1', {}, 0.9163, 2000.0, older)
+  fake_run(attempts_dir, 'hybrid_v2', {}, 0.9197, 1800.0, current)
+  rows = lambda md: {r[0]: r for r in table_rows('\n'.join(md))}  # noqa: E731
+  # hybrid_v2 has the current config (moved back into the experiment): no earlier attempt.
+  table = rows(report.attempts_section(attempts_dir, out, [current]))
+  assert list(table) == ['hybrid_v1']
+  assert table['hybrid_v1'][4] == '64 x 15000' and table['hybrid_v1'][11] == '0.25'
+  assert table['hybrid_v1'][12:] == ['91.63', '10', '2001']
+  assert sorted(p.name for p in (out / 'attempts').iterdir()) == [
+      'hybrid_v1.config.json', 'hybrid_v1.result.json']
+  saved = (out / 'attempts' / 'hybrid_v1.config.json').read_text()
+  assert '"total_steps": 15000' in saved and '"../shared/tfds"' in saved
+  # A fresh clone: no workdirs, the committed records still make the table.
+  again = rows(report.attempts_section(tmp_path / 'nowhere', out, [current]))
+  assert again == table
