@@ -19,7 +19,10 @@ their committed results were run with.
 The 'hybrid' preset, same machine and command (2026-11-22): 91.97% in 573 s, 0.03 points
 short of 92.0%. Its earlier versions, each run once by the same command, are in the
 results' attempts table: 4 blocks, batch 128 x 4,000 (v1) 90.77%; 2 blocks, batch 64 x
-15,000, label smoothing 0.1, weight decay 0.5 (v2) 91.63%, 0.3 (v3) 91.87%.
+15,000, label smoothing 0.1, weight decay 0.5 (v2) 91.63%, 0.3 (v3) 91.87%; batch 48 x
+20,000 (v5) 91.62%. Not in the table (its workdir went with that session's machine
+before the report recorded it): 2-pixel translations (pad_crop) on this preset, 91.60% in
+580 s, another sign that at 17 epochs this model needs more fitting, not more invariance.
 """
 
 from configs import datasets, mnist
