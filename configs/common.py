@@ -93,6 +93,9 @@ def get_config():
   # Logging, evaluation and checkpoints (all in steps; 0 = only at the end).
   c.log_every = 50
   c.eval_every = 1_000
+  # Test-time augmentation: predict from the mean logits of each image and its left-right
+  # mirror (for models trained with dataset.flip); the single-view accuracy is logged too.
+  c.eval_flip_average = False
   c.checkpoint_every = 1_000
   c.keep_checkpoints = 3
   c.prefetch = 2

@@ -58,6 +58,8 @@ def read_run(workdir: Path) -> dict:
       wall_seconds=record['wall_seconds'], finished=record.get('finished', ''),
       load_avg_1m=record.get('load_avg_1m'),
       accuracy=100 * evals[-1]['accuracy'], eval_examples=evals[-1]['examples'],
+      accuracy_single_view=(100 * evals[-1]['accuracy_single_view']
+                            if 'accuracy_single_view' in evals[-1] else None),
       train_seconds=record['result']['train_seconds'],
       images_per_sec=statistics.median(rates) if rates else float('nan'),
       gflops=flops_lib.from_config(config) / 1e9,
@@ -97,6 +99,8 @@ def group_rows(runs, columns):
     for k in METRICS:
       m, s = mean_std([r[k] for r in row['runs']])
       row[k], row[k + '_std'] = m, s
+    singles = [r.get('accuracy_single_view') for r in row['runs']]
+    row['accuracy_single_view'] = None if None in singles else statistics.fmean(singles)
   return rows
 
 
@@ -198,8 +202,10 @@ def target_lines(spec, rows) -> list:
       continue
     acc, secs = targets[value]
     ok = row['accuracy'] >= acc and row['train_seconds'] <= secs
-    out.append(f'- {value}: {row["accuracy"]:.2f}% in {row["train_seconds"]:.0f} s of '
-               f'training; target >= {acc:.1f}% in <= {secs:.0f} s: '
+    single = ('' if row.get('accuracy_single_view') is None else
+              f' (flip-averaged prediction; single view {row["accuracy_single_view"]:.2f}%)')
+    out.append(f'- {value}: {row["accuracy"]:.2f}%{single} in {row["train_seconds"]:.0f} s '
+               f'of training; target >= {acc:.1f}% in <= {secs:.0f} s: '
                f'**{"met" if ok else "missed"}**')
   return out + [''] if out else []
 
@@ -292,8 +298,8 @@ def attempts_section(attempts_root: Path, out_dir: Path, current_configs=()) -> 
       records.mkdir(parents=True, exist_ok=True)
       (records / f'{d.name}.config.json').write_text(_portable_json(c))
       (records / f'{d.name}.result.json').write_text(json.dumps(
-          {k: r[k] for k in ('accuracy', 'train_seconds', 'images_per_sec', 'command',
-                             'finished')}, indent=2))
+          {k: r[k] for k in ('accuracy', 'accuracy_single_view', 'train_seconds',
+                             'images_per_sec', 'command', 'finished')}, indent=2))
   current = [_portable_json(c) for c in current_configs]
   rows = []
   for path in sorted(records.glob('*.result.json')):
@@ -326,8 +332,15 @@ def attempts_section(attempts_root: Path, out_dir: Path, current_configs=()) -> 
               f'{c["optimizer"]["grad_clip_norm"]:g} | '
               f'{c["label_smoothing"]:g} | {crop} | {ds["flip"]} | '
               f'{c.get("random_erasing", 0):g} | '
-              f'{r["accuracy"]:.2f} | {r["train_seconds"]:.0f} | {r["images_per_sec"]:.0f} |')
+              f'{r["accuracy"]:.2f}{flip_averaged(r)} | {r["train_seconds"]:.0f} | '
+              f'{r["images_per_sec"]:.0f} |')
   return md + ['']
+
+
+def flip_averaged(result: dict) -> str:
+  """' (single view X)' after a flip-averaged accuracy; '' after a single-view one."""
+  single = result.get('accuracy_single_view')
+  return '' if single is None else f' (flip-avg; single view {single:.2f})'
 
 
 def _portable_json(config: dict) -> str:

@@ -146,15 +146,19 @@ def test_resolution_smoke(tmp_path):
   assert (out / 'accuracy.png').exists()
 
 
-def fake_run(root, name, labels, accuracy, rate, config):
+def fake_run(root, name, labels, accuracy, rate, config, single_view=None):
   """A finished run's files, as the trainer and common.launch write them."""
   d = root / name
   d.mkdir(parents=True)
   (d / 'config.json').write_text(json.dumps(config))
+  evaluation = {'step': 100, 'split': 'eval', 'accuracy': accuracy, 'loss': 0.4,
+                'examples': 1000.0}
+  if single_view is not None:  # a flip-averaged evaluation
+    evaluation.update(accuracy_single_view=single_view, loss_single_view=0.5)
   (d / 'metrics.jsonl').write_text(''.join(json.dumps(l) + '\n' for l in [
       {'step': 50, 'split': 'train', 'loss': 1.0, 'images_per_sec': rate},
       {'step': 100, 'split': 'train', 'loss': 0.5, 'images_per_sec': rate + 2},
-      {'step': 100, 'split': 'eval', 'accuracy': accuracy, 'loss': 0.4, 'examples': 1000.0}]))
+      evaluation]))
   (d / 'run.json').write_text(json.dumps(dict(
       name=name, labels=labels, command=f'cmd {name}', wall_seconds=20.0,
       result={'train_seconds': 10.0}, finished='2026-01-01 00:00:00 UTC')))
@@ -195,16 +199,32 @@ def test_attempt_records_outlive_their_workdirs_and_drop_when_moved_back(tmp_pat
   attempts_dir, out = tmp_path / 'runs' / 'headline_attempts', tmp_path / 'results'
   fake_run(attempts_dir, 'hybrid_v1', {}, 0.9163, 2000.0, older)
   fake_run(attempts_dir, 'hybrid_v2', {}, 0.9197, 1800.0, current)
+  tta = dict(current, eval_flip_average=True, total_steps=17000)
+  fake_run(attempts_dir, 'hybrid_v3', {}, 0.9213, 1800.0, tta, single_view=0.9188)
   rows = lambda md: {r[0]: r for r in table_rows('\n'.join(md))}  # noqa: E731
   # hybrid_v2 has the current config (moved back into the experiment): no earlier attempt.
   table = rows(report.attempts_section(attempts_dir, out, [current]))
-  assert list(table) == ['hybrid_v1']
+  assert list(table) == ['hybrid_v1', 'hybrid_v3']
   assert table['hybrid_v1'][4] == '64 x 15000' and table['hybrid_v1'][11] == '0.25'
   assert table['hybrid_v1'][12:] == ['91.63', '10', '2001']
+  assert table['hybrid_v3'][12] == '92.13 (flip-avg; single view 91.88)'
   assert sorted(p.name for p in (out / 'attempts').iterdir()) == [
-      'hybrid_v1.config.json', 'hybrid_v1.result.json']
+      'hybrid_v1.config.json', 'hybrid_v1.result.json', 'hybrid_v3.config.json',
+      'hybrid_v3.result.json']
   saved = (out / 'attempts' / 'hybrid_v1.config.json').read_text()
   assert '"total_steps": 15000' in saved and '"../shared/tfds"' in saved
   # A fresh clone: no workdirs, the committed records still make the table.
   again = rows(report.attempts_section(tmp_path / 'nowhere', out, [current]))
   assert again == table
+
+
+def test_target_lines_give_the_single_view_accuracy_of_a_flip_averaged_run():
+  spec = dict(targets={'fmnist': [92.0, 600], 'mnist': [99.0, 600]})
+  rows = [dict(labels={'dataset': 'fmnist'}, accuracy=92.1, accuracy_single_view=91.9,
+               train_seconds=580.0),
+          dict(labels={'dataset': 'mnist'}, accuracy=98.9, accuracy_single_view=None,
+               train_seconds=610.0)]
+  assert report.target_lines(spec, rows) == [
+      '- fmnist: 92.10% (flip-averaged prediction; single view 91.90%) in 580 s of training; '
+      'target >= 92.0% in <= 600 s: **met**',
+      '- mnist: 98.90% in 610 s of training; target >= 99.0% in <= 600 s: **missed**', '']

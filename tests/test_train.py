@@ -160,6 +160,28 @@ def test_random_erasing_replaces_one_rectangle_of_2_to_33_percent_per_erased_ima
   np.testing.assert_array_equal(out, train.random_erasing(jax.random.key(0), images, 0.5))
 
 
+def test_flip_averaged_eval_is_mirror_invariant_and_logs_the_single_view_figures():
+  c = tiny_mnist_config(eval_flip_average=True)
+  c.dataset.eval_split = 'test[:64]'
+  model = train.build_model(c.model, 10)
+  params = model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))['params']
+  params['head']['kernel'] = jax.random.normal(jax.random.key(1), params['head']['kernel'].shape)
+  batch = next(iter(train.data.eval_iterator(c.dataset, global_batch_size=64,
+                                             mesh=sharding.make_mesh())))
+  mirrored = dict(batch, image=batch['image'][:, :, ::-1])
+  tta = jax.jit(train.make_eval_step(model, c, 10))
+  a, b = jax.device_get(tta(params, batch)), jax.device_get(tta(params, mirrored))
+  # The averaged prediction cannot tell an image from its mirror; one view can.
+  np.testing.assert_allclose(a['loss'], b['loss'], rtol=1e-5)
+  assert a['correct'] == b['correct']
+  assert abs(a['loss_single_view'] - b['loss_single_view']) > 1e-3 * a['loss_single_view']
+  c.eval_flip_average = False
+  plain = jax.device_get(jax.jit(train.make_eval_step(model, c, 10))(params, batch))
+  assert set(plain) == {'correct', 'loss', 'count'} and plain['count'] == 64
+  np.testing.assert_allclose(plain['loss'], a['loss_single_view'], rtol=1e-5)
+  assert plain['correct'] == a['correct_single_view']
+
+
 @pytest.mark.parametrize('change,message', [
     (dict(batch_size=30), r'batch_size=30 must be divisible by device count \(1\) x '
                           r'grad_accum_steps \(4\) = 4: use --config.batch_size=28'),

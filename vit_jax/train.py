@@ -139,25 +139,44 @@ def make_train_step(model, tx, schedule, config, num_classes: int, mesh):
 
 
 def make_eval_step(model, config, num_classes: int):
-  def eval_step(params, batch):
-    logits, _ = model.apply({'params': params}, batch['image'])
+  """Sums of correct predictions and loss over a padded batch (mask = real examples).
+
+  With config.eval_flip_average the prediction averages the logits of each image and of
+  its left-right mirror (test-time augmentation, for models trained with flips); the
+  single-view figures are summed too, so both accuracies are logged."""
+  def sums(logits, batch, suffix=''):
     labels = jax.nn.one_hot(batch['label'], num_classes)
     mask = batch['mask']
     correct = (jnp.argmax(logits, -1) == batch['label']) * mask
     loss = loss_per_example(logits, labels, config.loss) * mask
-    return dict(correct=correct.sum(), loss=loss.sum(), count=mask.sum())
+    return {f'correct{suffix}': correct.sum(), f'loss{suffix}': loss.sum()}
+
+  def eval_step(params, batch):
+    logits, _ = model.apply({'params': params}, batch['image'])
+    out = dict(count=batch['mask'].sum())
+    if config.eval_flip_average:
+      mirrored, _ = model.apply({'params': params}, batch['image'][:, :, ::-1])
+      out.update(sums(logits, batch, '_single_view'))
+      logits = (logits + mirrored) / 2
+    out.update(sums(logits, batch))
+    return out
   return eval_step
 
 
 def evaluate(eval_step, params, config, mesh) -> dict:
-  totals = dict(correct=0.0, loss=0.0, count=0.0)
+  """Accuracy and mean loss over the whole eval split (and their single-view versions
+  when the prediction is flip-averaged)."""
+  totals = {}
   for batch in data.eval_iterator(config.dataset, global_batch_size=config.batch_size,
                                   mesh=mesh):
     out = jax.device_get(eval_step(params, batch))
-    totals = {k: totals[k] + float(out[k]) for k in totals}
-  n = max(totals['count'], 1.0)
-  return dict(accuracy=totals['correct'] / n, loss=totals['loss'] / n,
-              examples=totals['count'])
+    totals = {k: totals.get(k, 0.0) + float(v) for k, v in out.items()}
+  n = max(totals.get('count', 0.0), 1.0)
+  result = dict(examples=totals.get('count', 0.0))
+  for key, total in totals.items():
+    if key != 'count':
+      result[key.replace('correct', 'accuracy')] = total / n
+  return result
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -330,8 +349,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
         if every(config.eval_every, step) or step == config.total_steps:
           ev = evaluate(eval_step, state['params'], config, mesh)
           writer.write(step, 'eval', ev)
-          log(f'eval at step {step}: accuracy {ev["accuracy"]:.4f}, loss {ev["loss"]:.4f} '
-              f'({int(ev["examples"])} examples)')
+          single = ('' if 'accuracy_single_view' not in ev else
+                    f' (flip-averaged; single view {ev["accuracy_single_view"]:.4f})')
+          log(f'eval at step {step}: accuracy {ev["accuracy"]:.4f}{single}, loss '
+              f'{ev["loss"]:.4f} ({int(ev["examples"])} examples)')
           result.update({f'eval_{k}': v for k, v in ev.items()})
         result['step'] = step
         preempted = stop_requested()
