@@ -166,17 +166,14 @@ def make_eval_step(model, config, num_classes: int):
 def evaluate(eval_step, params, config, mesh) -> dict:
   """Accuracy and mean loss over the whole eval split (and their single-view versions
   when the prediction is flip-averaged)."""
-  totals = {}
+  totals = dict(correct=0.0, loss=0.0, count=0.0)  # also the result of an empty split
   for batch in data.eval_iterator(config.dataset, global_batch_size=config.batch_size,
                                   mesh=mesh):
-    out = jax.device_get(eval_step(params, batch))
-    totals = {k: totals.get(k, 0.0) + float(v) for k, v in out.items()}
-  n = max(totals.get('count', 0.0), 1.0)
-  result = dict(examples=totals.get('count', 0.0))
-  for key, total in totals.items():
-    if key != 'count':
-      result[key.replace('correct', 'accuracy')] = total / n
-  return result
+    for k, v in jax.device_get(eval_step(params, batch)).items():
+      totals[k] = totals.get(k, 0.0) + float(v)
+  count = totals.pop('count')
+  return dict(examples=count, **{k.replace('correct', 'accuracy'): v / max(count, 1.0)
+                                 for k, v in totals.items()})
 
 
 class NonFiniteLossError(FloatingPointError):
