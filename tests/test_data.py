@@ -377,3 +377,20 @@ def test_folder_whose_files_are_all_broken_names_it(tmp_path):
   with pytest.raises(ValueError, match=r'all_bad/train/x has no readable image: all 2 '):
     data.get_info(make_cfg(source='folder', path=str(tmp_path / 'all_bad'), num_classes=1,
                            eval_split='train'))
+
+
+def test_tensorflow_is_imported_without_keras_and_tf_keras_still_works():
+  """vit_jax's TF import skips the eager Keras import (2 s per run), leaves the environment
+  as it was, and tf.keras still loads Keras 3 on first use."""
+  code = textwrap.dedent('''
+      import os, sys
+      from vit_jax.data.tf_cpu import tf
+      import tensorflow_datasets
+      print('keras' in sys.modules, 'sklearn' in sys.modules, 'TF_USE_LEGACY_KERAS' in os.environ)
+      print(tuple(tf.keras.layers.Dense(3)(tf.zeros((1, 2))).shape), 'keras' in sys.modules)
+  ''')
+  env = {k: v for k, v in os.environ.items() if k != 'TF_USE_LEGACY_KERAS'}
+  proc = subprocess.run([sys.executable, '-c', code], cwd=REPO, env=env, capture_output=True,
+                        text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert proc.stdout.split('\n')[:2] == ['False False False', '(1, 3) True']
