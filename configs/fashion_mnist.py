@@ -30,7 +30,8 @@ config.eval_flip_average; the model is trained with flips). Same training, so th
 2-core machine (Zen 3, no AVX-512; 983 s there, so its time says nothing about the
 target): 92.06% flip-averaged, 91.81% single view; with weight decay 0.15, 92.36% and
 91.73% (one run each: the two decays are within a seed's noise, so 0.3 stays). The
-headline table still holds the 2026-11-22 run until the headline is rerun on the
+preset with --config.seed=1 on the same machine: 92.36% flip-averaged, 91.95% single view
+(933 s there). The headline table still holds the 2026-11-22 run until the headline is rerun on the
 reference machine.
 """
 
