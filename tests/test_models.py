@@ -156,6 +156,37 @@ def test_fused_attention_matches_explicit_weights_path(monkeypatch, broadcast_ma
   np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-5)
 
 
+def test_sdpa_asks_for_cudnn_on_gpu_in_16_bit_and_falls_back_to_xla(monkeypatch):
+  """jax.nn.dot_product_attention never picks cuDNN by itself; the model asks for it where
+  it can run (GPU, 16-bit), and a shape cuDNN refuses (training at 197 tokens, as seen on
+  an H200) falls back to XLA's attention with a warning, with the same result."""
+  from vit_jax.models import vit
+  assert vit.sdpa_implementation(jnp.bfloat16) is None  # CPU: XLA's
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+  assert vit.sdpa_implementation(jnp.bfloat16) == 'cudnn'
+  assert vit.sdpa_implementation(jnp.float16) == 'cudnn'
+  assert vit.sdpa_implementation(jnp.float32) is None
+  monkeypatch.undo()
+
+  model, x = tiny(), images()
+  params = random_head(init(model, x))
+  explicit = model.apply({'params': params}, x)[0]
+  real, asked = jax.nn.dot_product_attention, []
+
+  def cudnn_refuses(q, k, v, implementation=None):
+    asked.append(implementation)
+    if implementation == 'cudnn':
+      raise NotImplementedError(f'Unsupported sequence length Q {q.shape[1]}')
+    return real(q, k, v, implementation=implementation)
+  monkeypatch.setattr(jax.nn, 'dot_product_attention', cudnn_refuses)
+  monkeypatch.setattr(vit, 'fused_attention_backend', lambda: True)
+  monkeypatch.setattr(vit, 'sdpa_implementation', lambda dtype: 'cudnn')
+  with pytest.warns(UserWarning, match='cuDNN attention does not take this problem'):
+    fused = model.apply({'params': params}, x)[0]
+  assert asked[:2] == ['cudnn', None]
+  np.testing.assert_allclose(fused, explicit, rtol=1e-5, atol=1e-5)
+
+
 def test_bfloat16_compute_over_float32_params():
   x = images()
   f32 = tiny()

@@ -12,6 +12,7 @@ Shapes in comments: B batch, H x W image, P patch, N = HW/P^2 patches, T tokens,
 D width, K heads, Dh = D/K.
 """
 
+import warnings
 from typing import Any, Optional
 
 import flax.linen as nn
@@ -37,15 +38,24 @@ def posemb_sincos_2d(h: int, w: int, width: int, temperature: float = 10_000.0) 
   return np.concatenate([np.sin(x), np.cos(x), np.sin(y), np.cos(y)], axis=1).astype(np.float32)
 
 
+# Whether 16-bit dots are written out in float32 and cast back (True), left to the
+# backend's own dot (False), or decided per backend (None): see dot_general.
+DOT_FLOAT32_OUTPUT: Optional[bool] = None
+
+
 def dot_general(dtype):
   """The dot_general of Dense layers computing in `dtype`.
 
-  Low-precision inputs accumulate in float32 (`preferred_element_type`), and the result is
-  cast back. This is what GPUs and TPUs do anyway, and on CPU it is what lets XLA use the
-  bf16 dot-product instructions: a bfloat16 4096^2 matmul with float32 accumulation runs
-  at ~334 GFLOP/s on the development machine, against ~156 without it and ~190 in float32.
+  On CPU, low-precision inputs accumulate in float32 (`preferred_element_type`) and the
+  result is cast back: that is what lets XLA:CPU use the bf16 dot-product instructions (a
+  bfloat16 4096^2 matmul runs at ~334 GFLOP/s on the development machine with it, ~156
+  without it and ~190 in float32). GPUs and TPUs accumulate 16-bit dots in float32 by
+  themselves, so there the plain dot is used and no float32 product is written out.
   """
-  if jnp.dtype(dtype) == jnp.float32:
+  float32_output = DOT_FLOAT32_OUTPUT
+  if float32_output is None:
+    float32_output = jax.default_backend() == 'cpu'
+  if jnp.dtype(dtype) == jnp.float32 or not float32_output:
     return jax.lax.dot_general
 
   def dot(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
@@ -92,11 +102,20 @@ def fused_attention_backend() -> bool:
   return jax.default_backend() == 'gpu'
 
 
+def sdpa_implementation(dtype) -> Optional[str]:
+  """The `implementation` passed to `jax.nn.dot_product_attention`: 'cudnn' (the fused
+  flash kernel) for 16-bit compute on GPU, else None (XLA). It must be asked for: None
+  never picks cuDNN by itself, and cuDNN takes only 16-bit inputs."""
+  if jax.default_backend() == 'gpu' and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16):
+    return 'cudnn'
+  return None
+
+
 class MultiHeadDotProductAttention(nn.Module):
   """Multi-head attention; kernels shaped like flax.linen.MultiHeadDotProductAttention's.
 
-  On GPU the path is `jax.nn.dot_product_attention`, which dispatches to the backend's
-  fused (cuDNN flash) kernel. Elsewhere, and whenever the weights are requested for
+  On GPU the path is `jax.nn.dot_product_attention`: cuDNN's fused flash kernel for
+  bfloat16 / float16 compute (sdpa_implementation), XLA's for float32. Elsewhere, and whenever the weights are requested for
   visualisation or attention dropout is active, the softmax of q.k is written out in
   heads-major layout (B, K, T, Dh), queries pre-scaled: on the CPU that makes Ti/16 and
   S/16 forward passes 15-19% faster and a Ti/16 train step 7-11% faster than
@@ -143,7 +162,15 @@ class MultiHeadDotProductAttention(nn.Module):
       weights = weights if return_weights else None
     else:
       weights = None
-      out = jax.nn.dot_product_attention(q, k, v)
+      implementation = sdpa_implementation(self.dtype)
+      try:
+        out = jax.nn.dot_product_attention(q, k, v, implementation=implementation)
+      except NotImplementedError as e:  # a shape cuDNN's kernel does not take
+        if implementation is None:
+          raise
+        warnings.warn(f'cuDNN attention does not take this problem ({e}): XLA attention '
+                      'instead.')
+        out = jax.nn.dot_product_attention(q, k, v)
 
     out = nn.DenseGeneral(d, axis=(-2, -1), name='out', **kw)(out)
     return out, weights
