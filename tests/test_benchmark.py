@@ -83,6 +83,18 @@ def test_xla_options_ab_compiles_both():
   assert [l['xla_options'] for l in lines] == ['default', 'tuned']
 
 
+def test_dot_output_and_attention_ab_name_each_line():
+  lines, _ = run_cli('--variant=mu/8', '--image-size=32', '--batch=4', '--mode=train',
+                     '--compile-only', '--num-classes=10', '--dtype=bfloat16',
+                     '--dot-out=auto,native', '--attention=explicit,xla')
+  assert [(l['attention'], l['dot_out']) for l in lines] == [
+      ('explicit', 'auto'), ('explicit', 'native'), ('xla', 'auto'), ('xla', 'native')]
+  assert {l['attention_kernel'] for l in lines} == {'xla'}  # no cuDNN on a CPU
+  out = subprocess.run([sys.executable, '-m', 'vit_jax.benchmark', '--dot-out=half'],
+                       cwd=REPO, capture_output=True, text=True)
+  assert out.returncode == 2 and "['half']" in out.stderr and '--dot-out' in out.stderr
+
+
 def test_bad_arguments_are_named():
   out = subprocess.run([sys.executable, '-m', 'vit_jax.benchmark', '--variant=X/16'],
                        cwd=REPO, capture_output=True, text=True)

@@ -5,6 +5,8 @@
   python -m vit_jax.benchmark --variant=H/14 --mode=train --scan=0,1 --remat=0,1 --compile-only
   python -m vit_jax.benchmark --variant=Ti/16,S/16 --attention=sdpa,explicit   # A/B
   python -m vit_jax.benchmark --variant=B/16 --xla-options=default,tuned          # A/B
+  python -m vit_jax.benchmark --variant=B/16,L/16 --dtype=bfloat16 --batch=256 \
+      --attention=auto,xla --dot-out=auto,float32                 # GPU: cuDNN attention
   python -m vit_jax.benchmark --variant=mu/7 --image-size=28 --batch=128 --mode=train \
       --attention=matmul,broadcast                   # A/B at MNIST shapes (17 tokens)
 
@@ -114,14 +116,16 @@ _PEAKS: dict = {}
 
 
 def matmul_peak(dtype: str, size: int, repeats: int = 5) -> dict[str, float]:
-  """GFLOP/s of a size x size matmul in `dtype` on the default device (low precision
-  accumulating in float32, as the model does), best median of three rounds under XLA's
+  """GFLOP/s of a size x size matmul in `dtype` on the default device, through the model's
+  own dot (vit.dot_general: float32 accumulation), best median of three rounds under XLA's
   default options and ours (cpu_tuning): the practical ceiling MFU is measured against."""
+  from vit_jax.models import vit  # pylint: disable=g-import-not-at-top
   key = (dtype, size)
   if key not in _PEAKS:
     a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32).astype(dtype)
     b = jax.random.normal(jax.random.key(1), (size, size), jnp.float32).astype(dtype)
-    matmul = lambda x, y: jnp.matmul(x, y, preferred_element_type=jnp.float32).astype(dtype)  # noqa: E731
+    dot = vit.dot_general(dtype)
+    matmul = lambda x, y: dot(x, y, (((1,), (0,)), ((), ())))  # noqa: E731
     best = float('inf')
     distinct = {tuple(sorted(o(dtype).items())) for o in XLA_OPTIONS.values()}
     for options in distinct:  # the same set twice (other backends, bf16) is timed once
@@ -157,30 +161,56 @@ def _train_config(batch: int):
   return c
 
 
-ATTENTION_PATHS = ('auto', 'sdpa', 'explicit', 'matmul', 'broadcast')
+ATTENTION_PATHS = ('auto', 'sdpa', 'xla', 'cudnn', 'explicit', 'matmul', 'broadcast')
 
 
 @contextlib.contextmanager
 def attention_path(name: str):
-  """'auto' (the model's choice), 'sdpa' (jax.nn.dot_product_attention), 'explicit'
-  (written out, heads-major), or the explicit path forced to batched 'matmul's or to
-  'broadcast' products: for A/B timing of the attention formulations."""
+  """'auto' (the model's choice), 'sdpa' (jax.nn.dot_product_attention with the model's
+  implementation choice), 'xla' or 'cudnn' (dot_product_attention forced to that
+  implementation), 'explicit' (written out, heads-major), or the explicit path forced to
+  batched 'matmul's or to 'broadcast' products: for A/B timing of the formulations."""
   from vit_jax.models import vit  # pylint: disable=g-import-not-at-top
-  saved = vit.fused_attention_backend, vit.BROADCAST_ATTENTION_MAX
+  saved = vit.fused_attention_backend, vit.BROADCAST_ATTENTION_MAX, vit.sdpa_implementation
   if name != 'auto':
-    vit.fused_attention_backend = lambda: name == 'sdpa'
+    vit.fused_attention_backend = lambda: name in ('sdpa', 'xla', 'cudnn')
+  if name in ('xla', 'cudnn'):
+    vit.sdpa_implementation = lambda dtype: None if name == 'xla' else 'cudnn'
   if name in ('matmul', 'broadcast'):
     vit.BROADCAST_ATTENTION_MAX = 0 if name == 'matmul' else float('inf')
   try:
     yield
   finally:
-    vit.fused_attention_backend, vit.BROADCAST_ATTENTION_MAX = saved
+    vit.fused_attention_backend, vit.BROADCAST_ATTENTION_MAX, vit.sdpa_implementation = saved
+
+
+DOT_OUTPUTS = {'auto': None, 'float32': True, 'native': False}
+
+
+@contextlib.contextmanager
+def dot_output(name: str):
+  """How 16-bit Dense dots write their product: 'auto' (the model's per-backend choice),
+  'float32' (float32 accumulator written out, then cast) or 'native' (the backend's own
+  16-bit dot): A/B of models.vit.dot_general."""
+  from vit_jax.models import vit  # pylint: disable=g-import-not-at-top
+  saved = vit.DOT_FLOAT32_OUTPUT
+  vit.DOT_FLOAT32_OUTPUT = DOT_OUTPUTS[name]
+  try:
+    yield
+  finally:
+    vit.DOT_FLOAT32_OUTPUT = saved
+
+
+def attention_kernel(compiled) -> str:
+  """Which attention the compiled step runs: 'cudnn' when it calls cuDNN's fused
+  attention (the custom call __cudnn$fmha...), else 'xla' (XLA's own ops)."""
+  return 'cudnn' if 'cudnn$fmha' in compiled.as_text() else 'xla'
 
 
 def bench_ours(variant: str, *, mode: str, batch: int, image_size: int, dtype: str,
                scan: bool, remat: bool, num_classes: int, warmup: int, repeats: int,
-               compile_only: bool, attention: str = 'auto', xla_options: str = 'tuned'
-               ) -> dict[str, Any]:
+               compile_only: bool, attention: str = 'auto', xla_options: str = 'tuned',
+               dot_out: str = 'auto') -> dict[str, Any]:
   from vit_jax import optim, sharding, train  # pylint: disable=g-import-not-at-top
   model = get_model(variant, num_classes=num_classes, dtype=jnp.dtype(dtype), scan=scan,
                     remat=remat)
@@ -200,10 +230,11 @@ def bench_ours(variant: str, *, mode: str, batch: int, image_size: int, dtype: s
                                           opt_state=tx.init(p)), abstract_params)
     args_abstract = (state, dict(image=images, label=labels))
   t0 = time.perf_counter()
-  with attention_path(attention):
+  with attention_path(attention), dot_output(dot_out):
     compiled = fn.lower(*args_abstract).compile(
         compiler_options=XLA_OPTIONS[xla_options](dtype))
-  result = dict(compile_s=time.perf_counter() - t0, **_memory(compiled))
+  result = dict(compile_s=time.perf_counter() - t0, attention_kernel=attention_kernel(compiled),
+                **_memory(compiled))
   if compile_only:
     return result
 
@@ -289,18 +320,19 @@ def _environment() -> dict[str, Any]:
 
 
 def measure_ours(args, *, variant: str, mode: str, dtype: str, scan: bool, remat: bool,
-                 attention: str, xla_options: str, flops: int, peak: dict, env: dict) -> dict:
+                 attention: str, xla_options: str, dot_out: str, flops: int, peak: dict,
+                 env: dict) -> dict:
   """One configuration of our model: its JSON line (printed by run())."""
   log(f'{variant} {mode} batch {args.batch} {args.image_size}px {dtype} scan={scan} '
-      f'remat={remat} attention={attention} xla_options={xla_options} ...')
+      f'remat={remat} attention={attention} xla_options={xla_options} dot_out={dot_out} ...')
   r = bench_ours(variant, mode=mode, batch=args.batch, image_size=args.image_size,
                  dtype=dtype, scan=scan, remat=remat, num_classes=args.num_classes,
                  warmup=args.warmup, repeats=args.repeats, compile_only=args.compile_only,
-                 attention=attention, xla_options=xla_options)
+                 attention=attention, xla_options=xla_options, dot_out=dot_out)
   line = dict(impl='vit_jax', variant=variant, mode=mode, batch=args.batch,
               image_size=args.image_size, dtype=dtype, scan=scan, remat=remat,
-              attention=attention, xla_options=xla_options, **r, gflop_per_image=flops / 1e9,
-              **peak, **env)
+              attention=attention, xla_options=xla_options, dot_out=dot_out, **r,
+              gflop_per_image=flops / 1e9, **peak, **env)
   if 'images_per_sec' in r:
     line['achieved_gflops'] = flops * r['images_per_sec'] / 1e9
     if peak:
@@ -333,26 +365,32 @@ def measure_torch(args, kind: str, *, variant: str, mode: str, dtype: str, flops
 def run(args) -> list[dict]:
   """All of our measurements first, then PyTorch's: PyTorch's OpenMP threads keep
   spinning after it returns, and a JAX step timed right after one ran up to 1.5x slower
-  (B/16 train 0.91 vs 1.30 images/s). Our lines carry ratio_vs_torch_<kind>."""
+  (B/16 train 0.91 vs 1.30 images/s). Our lines carry ratio_vs_torch_<kind>. Without
+  --compare-torch each line is printed as soon as it is measured, so a run cut short
+  keeps what it measured."""
   env = _environment()
   log(f'benchmark on {env["backend"]} ({env["device"]} x{env["devices"]}; {env["cpu"]}, '
       f'{env["cpu_count"]} cores), jax {env["jax"]}')
   peak_size = args.peak_size or (4096 if env['backend'] == 'cpu' else 8192)
+  kinds = args.compare_torch.split(',') if args.compare_torch and not args.compile_only else []
   ours = []
   for dtype in args.dtype.split(','):
     peak = {} if args.compile_only else matmul_peak(dtype, peak_size)
     if peak:
       log(f'{dtype} matmul peak: {peak["peak_gflops"]:.1f} GFLOP/s ({peak_size}^2)')
-    for variant, mode, scan, remat, attention, xla_options in itertools.product(
+    for variant, mode, scan, remat, attention, xla_options, dot_out in itertools.product(
         args.variant.split(','), args.mode.split(','), _bools(args.scan), _bools(args.remat),
-        args.attention.split(','), args.xla_options.split(',')):
+        args.attention.split(','), args.xla_options.split(','), args.dot_out.split(',')):
       flops = forward_flops(**variant_kwargs(variant), image_size=args.image_size,
                             num_classes=args.num_classes) * (3 if mode == 'train' else 1)
       ours.append(measure_ours(args, variant=variant, mode=mode, dtype=dtype, scan=scan,
                                remat=remat, attention=attention, xla_options=xla_options,
-                               flops=flops, peak=peak, env=env))
+                               dot_out=dot_out, flops=flops, peak=peak, env=env))
+      if not kinds:
+        print(json.dumps(ours[-1]), flush=True)
+  if not kinds:
+    return ours
   theirs = {}
-  kinds = args.compare_torch.split(',') if args.compare_torch and not args.compile_only else []
   for line in ours:
     key = (line['variant'], line['mode'], line['dtype'])
     for kind in kinds:
@@ -391,11 +429,15 @@ def main(argv=None) -> int:
   parser.add_argument('--scan', default='0', help='0, 1 or 0,1 (scan over layers)')
   parser.add_argument('--remat', default='0', help='0, 1 or 0,1 (per-block remat)')
   parser.add_argument('--attention', default='auto',
-                      help="auto (the model's choice), sdpa, explicit, matmul, broadcast, "
-                      'or a comma list: A/B of the attention formulations')
+                      help="auto (the model's choice), sdpa, xla, cudnn, explicit, matmul, "
+                      'broadcast, or a comma list: A/B of the attention formulations')
   parser.add_argument('--xla-options', default='tuned',
                       help='tuned (vit_jax.cpu_tuning, what training uses), default (XLA\'s '
                       'own), or default,tuned: A/B of the compiler options')
+  parser.add_argument('--dot-out', default='auto',
+                      help="auto (the model's per-backend choice), float32 (16-bit dots write "
+                      'float32, then cast), native (the backend\'s 16-bit dot), or a comma '
+                      'list: A/B of models.vit.dot_general')
   parser.add_argument('--warmup', type=int, default=2)
   parser.add_argument('--repeats', type=int, default=10)
   parser.add_argument('--peak-size', type=int, default=0,
@@ -416,11 +458,12 @@ def main(argv=None) -> int:
   bad += [k for k in args.compare_torch.split(',') if k and k not in ('eager', 'compile')]
   bad += [a for a in args.attention.split(',') if a not in ATTENTION_PATHS]
   bad += [o for o in args.xla_options.split(',') if o not in XLA_OPTIONS]
+  bad += [o for o in args.dot_out.split(',') if o not in DOT_OUTPUTS]
   if bad:
     parser.error(f'unknown value(s) {bad}: --mode takes infer,train; --dtype float32,'
                  'bfloat16; --compare-torch eager,compile; --attention '
                  + ','.join(ATTENTION_PATHS) + '; '
-                 '--xla-options tuned,default.')
+                 '--xla-options tuned,default; --dot-out ' + ','.join(DOT_OUTPUTS) + '.')
   if args.image_size % variant_kwargs(args.variant.split(',')[0])['patch_size']:
     parser.error(f'--image-size {args.image_size} is not a multiple of the patch size.')
   run(args)
