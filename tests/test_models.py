@@ -156,10 +156,13 @@ def test_fused_attention_matches_explicit_weights_path(monkeypatch, broadcast_ma
   np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-5)
 
 
-def test_sdpa_asks_for_cudnn_on_gpu_in_16_bit_and_falls_back_to_xla(monkeypatch):
+@pytest.mark.parametrize('refusal', [
+    NotImplementedError('Unsupported sequence length Q 17'),  # training at 197 tokens, H200
+    RuntimeError('cuDNN is not detected.')])                   # a GPU without cuDNN
+def test_sdpa_asks_for_cudnn_on_gpu_in_16_bit_and_falls_back_to_xla(monkeypatch, refusal):
   """jax.nn.dot_product_attention never picks cuDNN by itself; the model asks for it where
-  it can run (GPU, 16-bit), and a shape cuDNN refuses (training at 197 tokens, as seen on
-  an H200) falls back to XLA's attention with a warning, with the same result."""
+  it can run (GPU, 16-bit), and where cuDNN refuses, falls back to XLA's attention with a
+  warning, with the same result."""
   from vit_jax.models import vit
   assert vit.sdpa_implementation(jnp.bfloat16) is None  # CPU: XLA's
   monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
@@ -176,7 +179,7 @@ def test_sdpa_asks_for_cudnn_on_gpu_in_16_bit_and_falls_back_to_xla(monkeypatch)
   def cudnn_refuses(q, k, v, implementation=None):
     asked.append(implementation)
     if implementation == 'cudnn':
-      raise NotImplementedError(f'Unsupported sequence length Q {q.shape[1]}')
+      raise refusal
     return real(q, k, v, implementation=implementation)
   monkeypatch.setattr(jax.nn, 'dot_product_attention', cudnn_refuses)
   monkeypatch.setattr(vit, 'fused_attention_backend', lambda: True)

@@ -165,7 +165,8 @@ class MultiHeadDotProductAttention(nn.Module):
       implementation = sdpa_implementation(self.dtype)
       try:
         out = jax.nn.dot_product_attention(q, k, v, implementation=implementation)
-      except NotImplementedError as e:  # a shape cuDNN's kernel does not take
+      except (NotImplementedError, RuntimeError) as e:  # a shape cuDNN's kernel does not
+        # take (NotImplementedError), or no cuDNN at all, e.g. a ROCm GPU (RuntimeError)
         if implementation is None:
           raise
         warnings.warn(f'cuDNN attention does not take this problem ({e}): XLA attention '
