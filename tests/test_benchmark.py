@@ -56,6 +56,8 @@ def test_cli_measures_ours_and_pytorch_with_ratios():
     assert line['images_per_sec'] == pytest.approx(4e3 / line['step_ms_median'])
     assert line['peak_gflops'] > 0 and 0 < line['mfu'] == pytest.approx(
         line['achieved_gflops'] / line['peak_gflops'])
+    # A 256^2 product lasts well under the ~50 ms a timed call is sized to: chained.
+    assert line['peak_products_per_call'] > 1
     assert line['compile_s'] > 0 and line['xla_temp_bytes'] > 0
     assert line['backend'] == 'cpu' and line['repeats'] == 3
   infer, train = ours
