@@ -171,7 +171,8 @@ def render(out_dir: Path) -> str:
     wall = 'wall time not recorded' if meta['wall_s'] is None else f'{meta["wall_s"]:.0f} s'
     parts += ['', f'`{meta["command"]}` ({wall}, finished {meta["finished"]}; '
               f'{env.get("device", "?")} on {env.get("cpu", "?")}, {env.get("cpu_count", "?")} '
-              f'cores, JAX {env.get("jax", "?")}).' + (f' {meta["note"]}' if 'note' in meta else '')]
+              f'cores, JAX {env.get("jax", "?")}).'
+              + (f' {meta["note"]}' if 'note' in meta else '')]
   for module, title, text in STEP_ANALYSES:
     table = out_dir / f'{module}.md'
     if table.exists():

@@ -115,13 +115,14 @@ class MultiHeadDotProductAttention(nn.Module):
   """Multi-head attention; kernels shaped like flax.linen.MultiHeadDotProductAttention's.
 
   On GPU the path is `jax.nn.dot_product_attention`: cuDNN's fused flash kernel for
-  bfloat16 / float16 compute (sdpa_implementation), XLA's for float32. Elsewhere, and whenever the weights are requested for
-  visualisation or attention dropout is active, the softmax of q.k is written out in
-  heads-major layout (B, K, T, Dh), queries pre-scaled: on the CPU that makes Ti/16 and
-  S/16 forward passes 15-19% faster and a Ti/16 train step 7-11% faster than
-  `dot_product_attention`'s XLA path (`python -m vit_jax.benchmark --variant=Ti/16
-  --attention=sdpa,explicit`). Tiny heads take broadcast products instead of matmuls
-  (BROADCAST_ATTENTION_MAX). All paths agree to float32 rounding.
+  bfloat16 / float16 compute (sdpa_implementation), XLA's for float32 and for problems
+  cuDNN refuses (JAX 0.11's training kernel refuses 197 tokens). Elsewhere, and whenever
+  the weights are requested for visualisation or attention dropout is active, the softmax
+  of q.k is written out in heads-major layout (B, K, T, Dh), queries pre-scaled: on the CPU
+  that makes Ti/16 and S/16 forward passes 15-19% faster and a Ti/16 train step 7-11%
+  faster than `dot_product_attention`'s XLA path (`python -m vit_jax.benchmark
+  --variant=Ti/16 --attention=sdpa,explicit`). Tiny heads take broadcast products instead
+  of matmuls (BROADCAST_ATTENTION_MAX). All paths agree to float32 rounding.
   """
   num_heads: int
   dropout: float = 0.0
