@@ -111,10 +111,10 @@ def _options_table(lines):
 
 
 def _gpu_table(lines):
-  rows = [[l['variant'], l['mode'], l.get('dot_out', 'auto'), l.get('attention_kernel', ''),
+  rows = [[l['variant'], l['mode'], l['dot_out'], l['attention_kernel'],
            _f(l['images_per_sec'], 0), f'{l["step_ms_median"]:.1f} (IQR {l["step_ms_iqr"]:.1f})',
            f'{l["achieved_gflops"] / 1e3:.0f}', f'{l["mfu"]:.0%}', f'{l["compile_s"]:.1f}',
-           _f((l.get('peak_bytes_in_use') or 0) / 2**30, 1)] for l in lines]
+           _f(l['peak_bytes_in_use'] / 2**30, 1)] for l in lines]
   peaks = sorted({round(l['peak_gflops'] / 1e3) for l in lines})
   return _table(['variant', 'mode', 'dots', 'attention kernel', 'images/s', 'ms/step',
                  'TFLOP/s', 'MFU', 'compile s', 'peak GiB in use'], rows) + [
@@ -196,8 +196,7 @@ def render(out_dir: Path) -> str:
             'because cuDNN\'s training kernel in that JAX refuses the odd sequence length '
             '(197 tokens), so the model warns and uses XLA\'s attention. Writing 16-bit dot '
             'products out in float32 (what the CPU needs) made the GPU train step 1.7x slower, '
-            'so off the CPU the dots are plain.',
-]
+            'so off the CPU the dots are plain.']
   return '\n'.join(parts) + '\n'
 
 
@@ -255,7 +254,7 @@ def _gpu_quote(out_dir: Path) -> list[str]:
   lines = [json.loads(l) for name, s in SUITES.items() if s.get('gpu')
            and (out_dir / f'{name}.jsonl').exists()
            for l in (out_dir / f'{name}.jsonl').read_text().splitlines() if l.strip()]
-  lines = [l for l in lines if l.get('dot_out', 'auto') == 'auto']
+  lines = [l for l in lines if l['dot_out'] == 'auto']
   if not lines:
     return []
   parts = [f'{l["variant"]} {"trains" if l["mode"] == "train" else "infers"} at '

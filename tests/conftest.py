@@ -22,6 +22,14 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / 'shared'
 
 
+def random_head(params, seed=1):
+  """The head is zero at init; give it weights so logits depend on the whole network."""
+  import jax  # pylint: disable=g-import-not-at-top  (after the cache settings above)
+  k = params['head']['kernel']
+  return {**params, 'head': {**params['head'],
+                             'kernel': jax.random.normal(jax.random.key(seed), k.shape)}}
+
+
 def tiny_mnist_cli(workdir, **overrides):
   """`python -m vit_jax.main` for a micro ViT on real MNIST at 16x16; overrides are config
   keys (dots as in --config.KEY) with their values, replacing the defaults below."""

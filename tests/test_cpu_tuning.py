@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from conftest import random_head
 from vit_jax import cpu_tuning
 from vit_jax.models import get_model
 
@@ -56,8 +57,7 @@ def test_bfloat16_dots_are_plain_off_cpu_and_agree(monkeypatch):
 
   model = get_model('mu/8', num_classes=10, dtype=jnp.bfloat16)
   x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (2, 16, 16, 3)), jnp.float32)
-  params = model.init(jax.random.key(0), x)['params']
-  params['head']['kernel'] = jax.random.normal(jax.random.key(1), params['head']['kernel'].shape)
+  params = random_head(model.init(jax.random.key(0), x)['params'])
   apply = lambda p, x: model.apply({'params': p}, x)[0]  # noqa: E731
   float32_out = apply(params, x)
   monkeypatch.setattr(vit, 'DOT_FLOAT32_OUTPUT', False)

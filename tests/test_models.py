@@ -13,7 +13,7 @@ from vit_jax.models import (HYBRID_STEMS, NAMED_VARIANTS, count_params, get_mode
                             scan_params, unscan_params, variant_kwargs)
 from vit_jax.models.vit import posemb_sincos_2d
 
-from conftest import REPO
+from conftest import REPO, random_head
 
 # A micro ViT that still has every code path: 2 blocks, 2 heads, 4 patches of 8x8.
 TINY = dict(width=32, depth=2, mlp_dim=64, num_heads=2, num_classes=5)
@@ -93,13 +93,6 @@ def test_no_head_returns_features():
   assert 'head' not in params
   logits, aux = model.apply({'params': params}, images())
   np.testing.assert_array_equal(logits, aux['pre_logits'])
-
-
-def random_head(params, seed=1):
-  """The head is zero at init; give it weights so logits depend on the whole network."""
-  k = params['head']['kernel']
-  return {**params, 'head': {**params['head'],
-                             'kernel': jax.random.normal(jax.random.key(seed), k.shape)}}
 
 
 @pytest.mark.parametrize('classifier', ['token', 'map'])
