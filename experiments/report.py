@@ -114,17 +114,10 @@ def fmt_metric(row, key):
 # ---- Machine. ----
 
 def machine() -> dict:
-  cpu = platform.processor() or platform.machine()
-  try:
-    for line in Path('/proc/cpuinfo').read_text().splitlines():
-      if line.startswith('model name'):
-        cpu = line.split(':', 1)[1].strip()
-        break
-  except OSError:
-    pass
   import jax  # pylint: disable=g-import-not-at-top
-  return dict(cpu=cpu, cores=os.cpu_count(), python=platform.python_version(),
-              jax=jax.__version__, platform=platform.platform(),
+  from vit_jax import cpu_tuning  # pylint: disable=g-import-not-at-top
+  return dict(cpu=cpu_tuning.cpu_name(), cores=os.cpu_count(),
+              python=platform.python_version(), jax=jax.__version__, platform=platform.platform(),
               devices=f'{jax.device_count()} x {jax.devices()[0].platform}')
 
 

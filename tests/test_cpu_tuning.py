@@ -1,5 +1,6 @@
 """The CPU compiler options: float32 dots leave YNNPACK, bfloat16 ones keep it and
-accumulate in float32, and a user's own XLA_FLAGS setting wins."""
+accumulate in float32, and a user's own XLA_FLAGS setting wins. Also the CPU's recorded
+name, which tells apart machines that time differently."""
 
 import jax
 import jax.numpy as jnp
@@ -67,3 +68,21 @@ def test_bfloat16_dots_are_plain_off_cpu_and_agree(monkeypatch):
   native = apply(params, x)
   scale = float(np.abs(float32_out).max())
   assert scale > 0.1 and np.abs(np.asarray(native - float32_out)).max() < 0.05 * scale
+
+
+def test_cpu_name_tells_a_zen3_from_a_zen4(tmp_path):
+  """Both machines call themselves "AMD EPYC"; their timings differ 1.5x, so the recorded
+  name carries the model and the widest vector ISA (read from the first processor)."""
+  def cpuinfo(model, flags):
+    f = tmp_path / f'cpuinfo_{model}'
+    block = (f'processor\t: 0\ncpu family\t: 25\nmodel\t\t: {model}\n'
+             f'model name\t: AMD EPYC\nflags\t\t: fpu {flags}\n\n')
+    f.write_text(block + block.replace('processor\t: 0', 'processor\t: 1').replace(
+        flags, 'avx512f avx512_bf16'))  # a second processor is not read
+    return str(f)
+  assert (cpu_tuning.cpu_name(cpuinfo(1, 'avx avx2 fma'))
+          == 'AMD EPYC (family 25 model 1, AVX2)')
+  assert (cpu_tuning.cpu_name(cpuinfo(17, 'avx2 avx512f avx512_bf16'))
+          == 'AMD EPYC (family 25 model 17, AVX-512 with bf16)')
+  assert cpu_tuning.cpu_name(cpuinfo(2, 'avx2 avx512f')).endswith('model 2, AVX-512)')
+  assert cpu_tuning.cpu_name(str(tmp_path / 'absent'))  # no /proc: the platform's name

@@ -35,7 +35,6 @@ import functools
 import itertools
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -331,14 +330,8 @@ def _bools(s: str) -> list[bool]:
 
 def _environment() -> dict[str, Any]:
   dev = jax.devices()[0]
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open('/proc/cpuinfo') as f:
-      cpu = next((l.split(':', 1)[1].strip() for l in f if l.startswith('model name')), cpu)
-  except OSError:
-    pass
   return dict(backend=jax.default_backend(), device=dev.device_kind, devices=jax.device_count(),
-              cpu=cpu, cpu_count=os.cpu_count(), jax=jax.__version__,
+              cpu=cpu_tuning.cpu_name(), cpu_count=os.cpu_count(), jax=jax.__version__,
               xla_flags=os.environ.get('XLA_FLAGS', ''))
 
 
