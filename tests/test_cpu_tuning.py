@@ -85,4 +85,8 @@ def test_cpu_name_tells_a_zen3_from_a_zen4(tmp_path):
   assert (cpu_tuning.cpu_name(cpuinfo(17, 'avx2 avx512f avx512_bf16'))
           == 'AMD EPYC (family 25 model 17, AVX-512 with bf16)')
   assert cpu_tuning.cpu_name(cpuinfo(2, 'avx2 avx512f')).endswith('model 2, AVX-512)')
-  assert cpu_tuning.cpu_name(str(tmp_path / 'absent'))  # no /proc: the platform's name
+  arm = tmp_path / 'cpuinfo_arm'
+  arm.write_text('processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd\n\n')
+  for path in (str(arm), str(tmp_path / 'absent')):  # no x86 fields, no /proc: no guesses
+    name = cpu_tuning.cpu_name(path)
+    assert name and 'family' not in name and 'AVX' not in name

@@ -37,19 +37,23 @@ def cpu_name(cpuinfo: str = '/proc/cpuinfo') -> str:
   """The host CPU as timings need it named: 'AMD EPYC (family 25 model 1, AVX2)'. Two
   machines both called "AMD EPYC" here differ 1.5x in speed (a Zen 3 without AVX-512 and
   a Zen 4 with it), so every recorded timing carries the model and the widest vector ISA."""
+  info = {}
   try:
     with open(cpuinfo) as f:
-      info = {}
       for line in f:
         if not line.strip():
           break  # the first processor is enough
         key, _, value = line.partition(':')
         info[key.strip()] = value.strip()
   except OSError:
-    return platform.processor() or platform.machine()
-  flags = set(info.get('flags', '').split())
-  isa = next((name for flag, name in (('avx512_bf16', 'AVX-512 with bf16'),
-                                      ('avx512f', 'AVX-512'), ('avx2', 'AVX2'))
-              if flag in flags), 'no AVX2')
-  return (f"{info.get('model name', platform.machine())} (family {info.get('cpu family', '?')}"
-          f" model {info.get('model', '?')}, {isa})")
+    pass
+  parts = []
+  if 'cpu family' in info or 'model' in info:  # x86; ARM kernels list other fields
+    parts.append(f"family {info.get('cpu family', '?')} model {info.get('model', '?')}")
+  if 'flags' in info:
+    flags = set(info['flags'].split())
+    parts.append(next((name for flag, name in (('avx512_bf16', 'AVX-512 with bf16'),
+                                               ('avx512f', 'AVX-512'), ('avx2', 'AVX2'))
+                       if flag in flags), 'no AVX2'))
+  name = info.get('model name') or platform.processor() or platform.machine()
+  return f"{name} ({', '.join(parts)})" if parts else name
