@@ -71,7 +71,7 @@ def test_bfloat16_dots_are_plain_off_cpu_and_agree(monkeypatch):
 
 
 def test_cpu_name_tells_a_zen3_from_a_zen4(tmp_path):
-  """Both machines call themselves "AMD EPYC"; their timings differ 1.5x, so the recorded
+  """Both machines call themselves "AMD EPYC"; their timings differ up to 1.5x, so the recorded
   name carries the model and the widest vector ISA (read from the first processor)."""
   def cpuinfo(model, flags):
     f = tmp_path / f'cpuinfo_{model}'

@@ -35,8 +35,9 @@ def compiler_options(dtype='float32') -> dict:
 
 def cpu_name(cpuinfo: str = '/proc/cpuinfo') -> str:
   """The host CPU as timings need it named: 'AMD EPYC (family 25 model 1, AVX2)'. Two
-  machines both called "AMD EPYC" here differ 1.5x in speed (a Zen 3 without AVX-512 and
-  a Zen 4 with it), so every recorded timing carries the model and the widest vector ISA."""
+  machines both called "AMD EPYC" here differ up to 1.5x in speed (a Zen 3 without
+  AVX-512 and a Zen 4 with it), so every recorded timing carries the model and the
+  widest vector ISA."""
   info = {}
   try:
     with open(cpuinfo) as f:
