@@ -37,8 +37,9 @@ until the headline is rerun on the reference machine.
 
 Fewer steps, to fit 10 minutes on the Zen 3 too, cost accuracy (2026-12-01, that
 machine): --config.total_steps=11000 (11.7 epochs; seed 0 took 715 s there, the
-machine running ~30% slower than at its best) gave 92.19 / 92.18 / 91.88% flip-averaged for seeds 0-2,
-92.08 +- 0.18%: 0.2 points below 16,000 steps and one seed under 92.0, so 16,000 stays.
+machine running ~30% slower than at its best) gave 92.19 / 92.18 / 91.88%
+flip-averaged for seeds 0-2, 92.08 +- 0.18%: 0.2 points below 16,000 steps and one
+seed under 92.0, so 16,000 stays.
 """
 
 from configs import datasets, mnist
