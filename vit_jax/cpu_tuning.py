@@ -9,11 +9,13 @@ table of experiments/results/benchmarks, from `python -m vit_jax.benchmark
 inference +7%, train step +7% (same command, batch 32, 5 repeats, 2026-11-30).
 For bfloat16 YNNPACK is the one that uses the CPU's bf16 dot-product instructions (334
 GFLOP/s against Eigen's ~190 with float32 accumulation), so bfloat16 keeps the default.
-The flag's other fusion types (LIBRARY_FUSION_TYPE_DOT, _INDIVIDUAL_DOT, _ELTWISE, _REDUCE)
-slowed the float32 Ti/16 batch-32 train step: 4.2-5.2 s with each against 3.9 s with none
-(Zen 3, interleaved, medians of 4, 2026-12-01). Turning on
-xla_cpu_enable_concurrency_optimized_scheduler or _experimental_enable_tiling_propagation
-did not speed it up either (4.4 and 4.7 s against 4.3 s in a second interleaved run).
+None of the flag's other fusion types speeds up a float32 step (Ti/16 train step,
+batch 32, Zen 3, interleaved medians of 5 under launch.sh, 2026-12-01): with none 3.29 s;
+LIBRARY_FUSION_TYPE_DOT 3.56, _INDIVIDUAL_DOT 3.74, _ELTWISE 4.94. _REDUCE takes the bias
+and LayerNorm gradient sums off XLA's slow reduce-windows (380 ms of a traced step) but
+its YNNPACK fusions, which also take the softmax, cost 470 ms: 3.17 against 3.12 s over
+10 rounds. xla_cpu_enable_concurrency_optimized_scheduler (3.34 s) and
+xla_cpu_experimental_enable_tiling_propagation (3.92 s) do not help either.
 
 The options go to `jax.jit(..., compiler_options=...)`, per function: nothing global is
 changed, other backends get none, and a user who sets the flag in XLA_FLAGS keeps theirs.

@@ -28,8 +28,8 @@ class StdConv(nn.Module):
   """Bias-free convolution whose kernel is weight-standardised at every call.
 
   1x1 kernels stay convolutions: as strided slices and dot_generals (the same values) the
-  Fashion-MNIST hybrid's train step was 13% slower on XLA:CPU (54.7 against 48.4 ms per
-  batch of 64, Zen 3, interleaved medians of 16 rounds, 2026-12-01)."""
+  Fashion-MNIST hybrid's train step was 13% slower on XLA:CPU (49.6 against 43.7 ms per
+  batch of 64, Zen 3, under launch.sh, interleaved medians of 16 rounds, 2026-12-01)."""
   features: int
   kernel_size: tuple[int, int]
   strides: tuple[int, int] = (1, 1)
