@@ -93,7 +93,10 @@ class MlpBlock(nn.Module):
 # XLA:CPU runs one small Eigen matmul per (example, head), and a fused elementwise loop
 # beats that below ~8k. For the 17-token, 16-dim heads of the MNIST / Fashion-MNIST
 # configs: attention fwd+bwd 2.6x faster, an MNIST train step 17% faster (102 -> 85 ms),
-# the hybrid's 5%. At 33 tokens it is already 6x slower.
+# the hybrid's 5%. At 33 tokens it is already 6x slower. Padding 197 tokens to 208 (a
+# multiple of 16, padded keys masked) makes those Eigen matmuls faster (the six of a Ti/16
+# attention fwd+bwd: 39 against 47 ms on a Zen 3) but not the attention: 72.5 against
+# 72.2 ms fwd+bwd, the padding and masking cost what the matmuls gain (2026-12-01).
 BROADCAST_ATTENTION_MAX = 8192
 
 
