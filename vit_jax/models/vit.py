@@ -93,10 +93,7 @@ class MlpBlock(nn.Module):
 # XLA:CPU runs one small Eigen matmul per (example, head), and a fused elementwise loop
 # beats that below ~8k. For the 17-token, 16-dim heads of the MNIST / Fashion-MNIST
 # configs: attention fwd+bwd 2.6x faster, an MNIST train step 17% faster (102 -> 85 ms),
-# the hybrid's 5%. At 33 tokens it is already 6x slower. Padding 197 tokens to 208 (a
-# multiple of 16, padded keys masked) makes those Eigen matmuls faster (the six of a Ti/16
-# attention fwd+bwd: 39 against 47 ms on a Zen 3) but not the attention: 72.5 against
-# 72.2 ms fwd+bwd, the padding and masking cost what the matmuls gain (2026-12-01).
+# the hybrid's 5%. At 33 tokens it is already 6x slower.
 BROADCAST_ATTENTION_MAX = 8192
 
 
@@ -124,8 +121,12 @@ class MultiHeadDotProductAttention(nn.Module):
   of q.k is written out in heads-major layout (B, K, T, Dh), queries pre-scaled: on the CPU
   that makes Ti/16 and S/16 forward passes 15-19% faster and a Ti/16 train step 7-11%
   faster than `dot_product_attention`'s XLA path (`python -m vit_jax.benchmark
-  --variant=Ti/16 --attention=sdpa,explicit`). Tiny heads take broadcast products instead
-  of matmuls (BROADCAST_ATTENTION_MAX). All paths agree to float32 rounding.
+  --variant=Ti/16 --attention=sdpa,explicit`). Tokens are not padded for those matmuls:
+  197 padded to 208 (a multiple of 16, padded keys masked) makes the six of a Ti/16
+  fwd+bwd faster (39 against 47 ms on a Zen 3, 2026-12-01) but not the attention (72.5
+  against 72.2 ms), the padding and masking costing what the matmuls gain. Tiny heads take
+  broadcast products instead of matmuls (BROADCAST_ATTENTION_MAX). All paths agree to
+  float32 rounding.
   """
   num_heads: int
   dropout: float = 0.0
