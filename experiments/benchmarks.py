@@ -192,9 +192,11 @@ def render(out_dir: Path) -> str:
             '- A step timed right after a PyTorch one ran up to 1.5x slower (PyTorch\'s '
             'OpenMP threads keep spinning), so every PyTorch measurement runs after ours.',
             '- GPU: the model asks `jax.nn.dot_product_attention` for cuDNN\'s fused kernel '
-            '(its default is XLA\'s). Inference gets it; a train step at 224 px does not, '
-            'because cuDNN\'s training kernel in that JAX refuses the odd sequence length '
-            '(197 tokens), so the model warns and uses XLA\'s attention. Writing 16-bit dot '
+            '(its default is XLA\'s). In the run above inference got it and a train step at '
+            '224 px did not: cuDNN\'s backward pass in that JAX refuses the odd sequence '
+            'length (197 tokens), so the model warned and used XLA\'s attention. Since then '
+            'odd lengths are padded to even ones for cuDNN, the extra key masked '
+            '(`vit.even_length_attention`); not yet timed on a GPU. Writing 16-bit dot '
             'products out in float32 (what the CPU needs) made the GPU train step 1.7x slower, '
             'so off the CPU the dots are plain.']
   return '\n'.join(parts) + '\n'

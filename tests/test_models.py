@@ -150,7 +150,7 @@ def test_fused_attention_matches_explicit_weights_path(monkeypatch, broadcast_ma
 
 
 @pytest.mark.parametrize('refusal', [
-    NotImplementedError('Unsupported sequence length Q 17'),  # training at 197 tokens, H200
+    NotImplementedError('Unsupported sequence length Q 6'),  # a shape cuDNN refuses
     RuntimeError('cuDNN is not detected.')])                   # a GPU without cuDNN
 def test_sdpa_asks_for_cudnn_on_gpu_in_16_bit_and_falls_back_to_xla(monkeypatch, refusal):
   """jax.nn.dot_product_attention never picks cuDNN by itself; the model asks for it where
@@ -169,18 +169,36 @@ def test_sdpa_asks_for_cudnn_on_gpu_in_16_bit_and_falls_back_to_xla(monkeypatch,
   explicit = model.apply({'params': params}, x)[0]
   real, asked = jax.nn.dot_product_attention, []
 
-  def cudnn_refuses(q, k, v, implementation=None):
-    asked.append(implementation)
+  def cudnn_refuses(q, k, v, implementation=None, **kw):
+    asked.append((implementation, q.shape[1], k.shape[1],
+                  None if kw.get('key_value_seq_lengths') is None
+                  else int(kw['key_value_seq_lengths'][0])))
     if implementation == 'cudnn':
       raise refusal
-    return real(q, k, v, implementation=implementation)
+    return real(q, k, v, implementation=implementation, **kw)
   monkeypatch.setattr(jax.nn, 'dot_product_attention', cudnn_refuses)
   monkeypatch.setattr(vit, 'fused_attention_backend', lambda: True)
   monkeypatch.setattr(vit, 'sdpa_implementation', lambda dtype: 'cudnn')
   with pytest.warns(UserWarning, match='cuDNN attention does not take this problem'):
     fused = model.apply({'params': params}, x)[0]
-  assert asked[:2] == ['cudnn', None]
+  # cuDNN is asked with the 5 tokens padded to 6, the extra key masked; XLA gets 5.
+  assert asked[:2] == [('cudnn', 6, 6, 5), (None, 5, 5, None)]
   np.testing.assert_allclose(fused, explicit, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('tq,tkv', [(17, 17), (17, 8), (6, 9), (8, 8)])
+def test_even_length_attention_equals_unpadded_forward_and_backward(tq, tkv):
+  """The padding done for cuDNN (whose backward pass refuses odd lengths) changes nothing:
+  checked through XLA's implementation, which takes the same padding mask."""
+  from vit_jax.models import vit
+  q, k, v = (jax.random.normal(jax.random.key(i), (2, t, 3, 8))
+             for i, t in enumerate((tq, tkv, tkv)))
+  ct = jax.random.normal(jax.random.key(3), (2, tq, 3, 8))  # a cotangent touching every row
+  f = lambda attend: lambda *a: jnp.sum(attend(*a) * ct)  # noqa: E731
+  want = jax.value_and_grad(f(jax.nn.dot_product_attention), argnums=(0, 1, 2))(q, k, v)
+  got = jax.value_and_grad(f(vit.even_length_attention), argnums=(0, 1, 2))(q, k, v)
+  assert vit.even_length_attention(q, k, v).shape == q.shape
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), got, want)
 
 
 def test_bfloat16_compute_over_float32_params():

@@ -111,22 +111,39 @@ def sdpa_implementation(dtype) -> Optional[str]:
   return None
 
 
+def even_length_attention(q, k, v, implementation: Optional[str] = None):
+  """jax.nn.dot_product_attention(q, k, v) on (B, T, K, Dh) inputs with odd token counts
+  padded to even ones, for cuDNN: its backward pass refuses odd lengths (a ViT's 197
+  tokens: "Unsupported sequence length Q 197, KV 197", JAX 0.11.2 on an H200). A zero
+  query row is appended and sliced off the output; a zero key is appended and hidden by
+  the kernel's own padding mask (key_value_seq_lengths: no bias tensor). Every real query
+  attends to exactly its own keys, so the result and its gradients are the unpadded ones."""
+  tq, tkv = q.shape[1], k.shape[1]
+  if tq % 2 == 0 and tkv % 2 == 0:
+    return jax.nn.dot_product_attention(q, k, v, implementation=implementation)
+  pad = lambda t: jnp.pad(t, ((0, 0), (0, t.shape[1] % 2), (0, 0), (0, 0)))  # noqa: E731
+  out = jax.nn.dot_product_attention(
+      pad(q), pad(k), pad(v), implementation=implementation,
+      key_value_seq_lengths=jnp.full((q.shape[0],), tkv, jnp.int32))
+  return out[:, :tq]
+
+
 class MultiHeadDotProductAttention(nn.Module):
   """Multi-head attention; kernels shaped like flax.linen.MultiHeadDotProductAttention's.
 
   On GPU the path is `jax.nn.dot_product_attention`: cuDNN's fused flash kernel for
-  bfloat16 / float16 compute (sdpa_implementation), XLA's for float32 and for problems
-  cuDNN refuses (JAX 0.11's training kernel refuses 197 tokens). Elsewhere, and whenever
-  the weights are requested for visualisation or attention dropout is active, the softmax
-  of q.k is written out in heads-major layout (B, K, T, Dh), queries pre-scaled: on the CPU
-  that makes Ti/16 and S/16 forward passes 15-19% faster and a Ti/16 train step 7-11%
-  faster than `dot_product_attention`'s XLA path (`python -m vit_jax.benchmark
-  --variant=Ti/16 --attention=sdpa,explicit`). Tokens are not padded for those matmuls:
-  197 padded to 208 (a multiple of 16, padded keys masked) makes the six of a Ti/16
-  fwd+bwd faster (39 against 47 ms on a Zen 3, 2026-12-01) but not the attention (72.5
-  against 72.2 ms), the padding and masking costing what the matmuls gain. Tiny heads take
-  broadcast products instead of matmuls (BROADCAST_ATTENTION_MAX). All paths agree to
-  float32 rounding.
+  bfloat16 / float16 compute (sdpa_implementation), odd token counts padded to even ones
+  for it (even_length_attention), XLA's for float32 and for problems cuDNN refuses.
+  Elsewhere, and whenever the weights are requested for visualisation or attention dropout
+  is active, the softmax of q.k is written out in heads-major layout (B, K, T, Dh), queries
+  pre-scaled: on the CPU that makes Ti/16 and S/16 forward passes 15-19% faster and a
+  Ti/16 train step 7-11% faster than `dot_product_attention`'s XLA path (`python -m
+  vit_jax.benchmark --variant=Ti/16 --attention=sdpa,explicit`). Tokens are not padded
+  for those matmuls: 197 padded to 208 (a multiple of 16, padded keys masked) makes the
+  six of a Ti/16 fwd+bwd faster (39 against 47 ms on a Zen 3, 2026-12-01) but not the
+  attention (72.5 against 72.2 ms), the padding and masking costing what the matmuls gain.
+  Tiny heads take broadcast products instead of matmuls (BROADCAST_ATTENTION_MAX). All
+  paths agree to float32 rounding.
   """
   num_heads: int
   dropout: float = 0.0
@@ -169,7 +186,8 @@ class MultiHeadDotProductAttention(nn.Module):
       weights = None
       implementation = sdpa_implementation(self.dtype)
       try:
-        out = jax.nn.dot_product_attention(q, k, v, implementation=implementation)
+        out = (even_length_attention(q, k, v, implementation) if implementation == 'cudnn'
+               else jax.nn.dot_product_attention(q, k, v, implementation=implementation))
       except (NotImplementedError, RuntimeError) as e:  # a shape cuDNN's kernel does not
         # take (NotImplementedError), or no cuDNN at all, e.g. a ROCm GPU (RuntimeError)
         if implementation is None:
