@@ -130,6 +130,22 @@ def test_benchmark_suites_write_jsonl_and_tables(tmp_path, monkeypatch):
   assert '| mu/8 | train | False | False |' in md and '| mu/8 | train | True | False |' in md
 
 
+def test_gpu_quote_takes_the_models_own_choice_once_per_variant_and_mode(tmp_path):
+  """The README's GPU sentence: of the A/B lines (attention, dots), only the model's own
+  choice, and a train step measured by two suites is quoted once, from the first."""
+  from experiments import benchmarks
+  def line(ips, attention='auto', dot_out='auto', mode='train'):
+    return json.dumps(dict(variant='B/16', mode=mode, batch=256, device='H200', mfu=0.5,
+                           attention=attention, dot_out=dot_out, images_per_sec=ips,
+                           peak_products_per_call=8))
+  (tmp_path / 'gpu.jsonl').write_text(line(9000, mode='infer') + '\n')
+  (tmp_path / 'gpu_train.jsonl').write_text(line(3000) + '\n' + line(2600, 'xla') + '\n')
+  (tmp_path / 'gpu_dot_output.jsonl').write_text(line(2641) + '\n' + line(1575, dot_out='float32'))
+  quote = ' '.join(benchmarks._gpu_quote(tmp_path))  # pylint: disable=protected-access
+  assert 'B/16 infers at 9000 images/s' in quote and 'B/16 trains at 3000 images/s' in quote
+  assert quote.count('trains') == 1
+
+
 def test_readme_quotes_the_committed_benchmark_tables():
   from experiments import benchmarks
   text = (REPO / 'README.md').read_text()
