@@ -117,7 +117,7 @@ def even_length_attention(q, k, v, implementation: Optional[str] = None):
   tokens: "Unsupported sequence length Q 197, KV 197", JAX 0.11.2 on an H200). A zero
   query row is appended and sliced off the output; a zero key is appended and hidden by
   the kernel's own padding mask (key_value_seq_lengths: no bias tensor). Every real query
-  attends to exactly its own keys, so the result and its gradients are the unpadded ones."""
+  attends to the keys it had unpadded, so the result and its gradients are unchanged."""
   tq, tkv = q.shape[1], k.shape[1]
   if tq % 2 == 0 and tkv % 2 == 0:
     return jax.nn.dot_product_attention(q, k, v, implementation=implementation)
