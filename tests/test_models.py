@@ -151,7 +151,7 @@ def test_fused_attention_matches_explicit_weights_path(monkeypatch, broadcast_ma
 
 @pytest.mark.parametrize('refusal', [
     NotImplementedError('Unsupported sequence length Q 6'),  # a shape cuDNN refuses
-    RuntimeError('cuDNN is not detected.')])                   # a GPU without cuDNN
+    RuntimeError('cuDNN is not detected.')])                 # a GPU without cuDNN
 def test_sdpa_asks_for_cudnn_on_gpu_in_16_bit_and_falls_back_to_xla(monkeypatch, refusal):
   """jax.nn.dot_product_attention never picks cuDNN by itself; the model asks for it where
   it can run (GPU, 16-bit), and where cuDNN refuses, falls back to XLA's attention with a
