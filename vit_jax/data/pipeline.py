@@ -154,14 +154,21 @@ def _hash(seed, positions, salt):
   return z ^ (z >> np.uint64(31))
 
 
+# uint8 -> [-1, 1] as a table: the same float32 values as x / 127.5 - 1, one gather.
+_UNIT_SCALE = np.arange(256, dtype=np.float32) / np.float32(127.5) - np.float32(1)
+
+
 def _array_batches(source, batches, *, seed=None, flip=False, crop_padding=0,
                    with_mask=False):
   """Vectorised numpy batches (what preprocess does per example, minus the identity resize):
-  gather, gray -> RGB, random translation (pad_crop) and flip drawn from (seed, position),
-  scale to [-1, 1]."""
+  gather, random translation (pad_crop) and flip drawn from (seed, position), scale to
+  [-1, 1], gray -> RGB. Gray images stay one channel until the last copy and flips are in
+  place on the gathered copy: 0.24 against 0.89 ms per Fashion-MNIST batch of 64 (Zen 5),
+  host time taken from the ~22 ms step on the same 2 cores."""
   for positions, indices, mask in batches:
-    x = source.images[indices]
-    x = np.repeat(x[..., :1], 3, axis=-1) if x.shape[-1] in (1, 2) else x[..., :3]
+    x = source.images[indices]  # fancy indexing: a copy, safe to modify in place
+    gray = x.shape[-1] in (1, 2)
+    x = x[..., :1] if gray else x[..., :3]
     if crop_padding:
       p, (n, h, w, _) = crop_padding, x.shape
       shifts = [(_hash(seed, positions, salt) >> np.uint64(32)) % np.uint64(2 * p + 1)
@@ -172,9 +179,11 @@ def _array_batches(source, batches, *, seed=None, flip=False, crop_padding=0,
       x = padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
     if flip:
       bits = (_hash(seed, positions, 0) >> np.uint64(63)).astype(bool)
-      x = np.where(bits[:, None, None, None], x[:, :, ::-1], x)
-    batch = {'image': x.astype(np.float32) / np.float32(127.5) - np.float32(1),
-             'label': source.labels[indices]}
+      x[bits] = x[bits, :, ::-1]
+    image = _UNIT_SCALE[x]
+    if gray:
+      image = np.repeat(image, 3, axis=-1)
+    batch = {'image': image, 'label': source.labels[indices]}
     if with_mask:
       batch['mask'] = mask
     yield batch
