@@ -111,11 +111,12 @@ def launch(experiment: str, run: Run, root: Path, log=print) -> dict:
     raise RuntimeError(f'[{experiment}] {run.name} failed (exit {proc.returncode}) after '
                        f'{wall:.0f}s; last lines of {workdir}/stderr.log:\n' + '\n'.join(tail))
   result = json.loads(proc.stdout.strip().splitlines()[-1])
+  from vit_jax import cpu_tuning  # pylint: disable=g-import-not-at-top (imports jax)
   record = dict(experiment=experiment, name=run.name, labels=run.labels,
                 command=shown, config=run.config,
                 overrides={k: fmt_value(v) for k, v in run.overrides.items()},
                 wall_seconds=wall, result=result, load_avg_1m=os.getloadavg()[0],
-                finished=time.strftime('%Y-%m-%d %H:%M:%S %Z'))
+                cpu=cpu_tuning.cpu_name(), finished=time.strftime('%Y-%m-%d %H:%M:%S %Z'))
   record_file.write_text(json.dumps(record, indent=2))
   log(f'[{experiment}] {run.name}: accuracy {result.get("eval_accuracy", float("nan")):.4f}, '
       f'{result["train_seconds"]:.0f}s training, {wall:.0f}s wall')

@@ -56,7 +56,7 @@ def read_run(workdir: Path) -> dict:
   return dict(
       name=record['name'], labels=record['labels'], command=record['command'],
       wall_seconds=record['wall_seconds'], finished=record.get('finished', ''),
-      load_avg_1m=record.get('load_avg_1m'),
+      load_avg_1m=record.get('load_avg_1m'), cpu=record.get('cpu'),
       accuracy=100 * evals[-1]['accuracy'], eval_examples=evals[-1]['examples'],
       accuracy_single_view=(100 * evals[-1]['accuracy_single_view']
                             if 'accuracy_single_view' in evals[-1] else None),
@@ -223,6 +223,9 @@ def write_report(root: Path, out_dir: Path) -> Path:
   out_dir.mkdir(parents=True, exist_ok=True)
   pngs = [plot(p, rows, runs, out_dir) for p in spec.get('plots', [])]
   env = machine()
+  recorded = sorted({r['cpu'] for r in runs if r.get('cpu')})
+  if recorded:  # where the runs ran, which a later --report-only may not be
+    env['cpu'] = ' and '.join(recorded)
   total_wall = sum(r['wall_seconds'] for r in runs)
   name = root.name
   smoke = ' (SMOKE RUN: micro model, a handful of steps; numbers mean nothing)' if spec.get(
@@ -292,7 +295,7 @@ def attempts_section(attempts_root: Path, out_dir: Path, current_configs=()) -> 
       (records / f'{d.name}.config.json').write_text(_portable_json(c))
       (records / f'{d.name}.result.json').write_text(json.dumps(
           {k: r[k] for k in ('accuracy', 'accuracy_single_view', 'train_seconds',
-                             'images_per_sec', 'command', 'finished')}, indent=2))
+                             'images_per_sec', 'cpu', 'command', 'finished')}, indent=2))
   current = [_portable_json(c) for c in current_configs]
   rows = []
   for path in sorted(records.glob('*.result.json')):
@@ -307,11 +310,12 @@ def attempts_section(attempts_root: Path, out_dir: Path, current_configs=()) -> 
     return []
   md = ['## Earlier attempts', '',
         'Earlier versions of the configs, each run once as the headline runs are; the full '
-        'resolved config of each is in `attempts/NAME.config.json`.', '',
+        'resolved config of each is in `attempts/NAME.config.json`. Times compare only '
+        'on the same CPU.', '',
         '| attempt | ResNet stem | patch | width x depth (mlp) | batch x steps | lr | '
         'weight decay | grad clip | label smoothing | train crop | flip | random erasing | '
-        'test accuracy (%) | train s | images/s |',
-        '|' + '---|' * 15]
+        'test accuracy (%) | train s | images/s | CPU |',
+        '|' + '---|' * 16]
   for name, c, r in rows:
     m, ds = c['model'], c['dataset']
     crop = ds['train_crop'] + {'inception': f' >= {ds["crop_min_scale"]:g}',
@@ -326,7 +330,7 @@ def attempts_section(attempts_root: Path, out_dir: Path, current_configs=()) -> 
               f'{c["label_smoothing"]:g} | {crop} | {ds["flip"]} | '
               f'{c.get("random_erasing", 0):g} | '
               f'{r["accuracy"]:.2f}{flip_averaged(r)} | {r["train_seconds"]:.0f} | '
-              f'{r["images_per_sec"]:.0f} |')
+              f'{r["images_per_sec"]:.0f} | {r.get("cpu") or "not recorded"} |')
   return md + ['']
 
 

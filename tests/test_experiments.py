@@ -146,7 +146,7 @@ def test_resolution_smoke(tmp_path):
   assert (out / 'accuracy.png').exists()
 
 
-def fake_run(root, name, labels, accuracy, rate, config, single_view=None):
+def fake_run(root, name, labels, accuracy, rate, config, single_view=None, cpu=None):
   """A finished run's files, as the trainer and common.launch write them."""
   d = root / name
   d.mkdir(parents=True)
@@ -161,7 +161,8 @@ def fake_run(root, name, labels, accuracy, rate, config, single_view=None):
       evaluation]))
   (d / 'run.json').write_text(json.dumps(dict(
       name=name, labels=labels, command=f'cmd {name}', wall_seconds=20.0,
-      result={'train_seconds': 10.0}, finished='2026-01-01 00:00:00 UTC')))
+      result={'train_seconds': 10.0}, finished='2026-01-01 00:00:00 UTC',
+      **({'cpu': cpu} if cpu else {}))))
 
 
 def test_report_mean_std_over_seeds(tmp_path):
@@ -172,12 +173,14 @@ def test_report_mean_std_over_seeds(tmp_path):
   accs = {'learn': [0.80, 0.82, 0.87], 'none': [0.70, 0.71, 0.72]}
   for p, values in accs.items():
     for s, a in enumerate(values):
-      fake_run(root, f'{p}_s{s}', {'posemb': p, 'seed': s}, a, 100.0 * (s + 1), config)
+      fake_run(root, f'{p}_s{s}', {'posemb': p, 'seed': s}, a, 100.0 * (s + 1), config,
+               cpu='Some CPU (family 1 model 2, AVX2)')
   md = (report.write_report(root, tmp_path / 'results' / 'posemb')).read_text()
   rows = {r[0]: r for r in table_rows(md)}
   assert rows['learn'][1:] == ['0,1,2', '83.00 ± 3.61', '10', '201']  # stdev(80, 82, 87); mean of medians 101, 201, 301
   assert rows['none'][1:3] == ['0,1,2', '71.00 ± 1.00']
   assert md.count('cmd ') == 6 and 'Wall-clock time: 120 s for the 6 runs' in md
+  assert 'Machine: Some CPU (family 1 model 2, AVX2), ' in md  # the runs', not the report's
   res = json.loads((tmp_path / 'results' / 'posemb' / 'results.json').read_text())
   assert math.isclose(res['rows'][0]['accuracy_std'], 3.6055512754639896)
   # The summary copies the table and links the result.
@@ -200,14 +203,16 @@ def test_attempt_records_outlive_their_workdirs_and_drop_when_moved_back(tmp_pat
   fake_run(attempts_dir, 'hybrid_v1', {}, 0.9163, 2000.0, older)
   fake_run(attempts_dir, 'hybrid_v2', {}, 0.9197, 1800.0, current)
   tta = dict(current, eval_flip_average=True, total_steps=17000)
-  fake_run(attempts_dir, 'hybrid_v3', {}, 0.9213, 1800.0, tta, single_view=0.9188)
+  fake_run(attempts_dir, 'hybrid_v3', {}, 0.9213, 1800.0, tta, single_view=0.9188,
+           cpu='AMD EPYC (family 25 model 17, AVX-512 with bf16)')
   rows = lambda md: {r[0]: r for r in table_rows('\n'.join(md))}  # noqa: E731
   # hybrid_v2 has the current config (moved back into the experiment): no earlier attempt.
   table = rows(report.attempts_section(attempts_dir, out, [current]))
   assert list(table) == ['hybrid_v1', 'hybrid_v3']
   assert table['hybrid_v1'][4] == '64 x 15000' and table['hybrid_v1'][11] == '0.25'
-  assert table['hybrid_v1'][12:] == ['91.63', '10', '2001']
+  assert table['hybrid_v1'][12:] == ['91.63', '10', '2001', 'not recorded']
   assert table['hybrid_v3'][12] == '92.13 (flip-avg; single view 91.88)'
+  assert table['hybrid_v3'][15] == 'AMD EPYC (family 25 model 17, AVX-512 with bf16)'
   assert sorted(p.name for p in (out / 'attempts').iterdir()) == [
       'hybrid_v1.config.json', 'hybrid_v1.result.json', 'hybrid_v3.config.json',
       'hybrid_v3.result.json']
