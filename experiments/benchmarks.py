@@ -97,11 +97,17 @@ def _peer_tables(lines):
                  f'{l["step_ms_median"]:.0f} (IQR {l["step_ms_iqr"]:.0f})',
                  _f(t.get('images_per_sec')), _f(l.get('ratio_vs_torch_eager')),
                  f'{l["achieved_gflops"]:.0f}', f'{l["mfu"]:.0%}', f'{l["compile_s"]:.1f}'])
-  peak = ours[0]['peak_gflops'] if ours else 0
+  if not ours:
+    return []
+  peak = ours[0]['peak_gflops']
+  theirs = next((t['peak_gflops'] for t in torch.values() if 'peak_gflops' in t), None)
   return (_table(['variant', 'mode', 'ours images/s', 'ours ms/step', 'PyTorch images/s',
                   'ours / PyTorch', 'ours GFLOP/s', 'MFU', 'compile s'], rows)
           + ['', f'MFU against the measured {ours[0]["dtype"]} matmul peak of {peak:.0f} '
-             f'GFLOP/s ({ours[0]["peak_matmul_size"]}^2).' if ours else ''])
+             f'GFLOP/s ({ours[0]["peak_matmul_size"]}^2)'
+             + ('.' if theirs is None else
+                f'; the same product in PyTorch, in the same run, reached {theirs:.0f} '
+                'GFLOP/s (its BLAS), which bounds what the peer can do.')])
 
 
 def _options_table(lines):

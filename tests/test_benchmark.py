@@ -65,7 +65,11 @@ def test_cli_measures_ours_and_pytorch_with_ratios():
   for line, peer in zip(ours, torch):
     assert line['ratio_vs_torch_eager'] == pytest.approx(
         line['images_per_sec'] / peer['images_per_sec'])
-  assert 'MFU' in err
+    # The peer's own ceiling: PyTorch's 256^2 float32 product, once for both modes.
+    assert peer['peak_gflops'] > 0 and peer['peak_matmul_size'] == 256
+    assert peer['mfu'] == pytest.approx(peer['achieved_gflops'] / peer['peak_gflops'])
+  assert torch[0]['peak_gflops'] == torch[1]['peak_gflops']
+  assert 'MFU' in err and 'of its own float32 matmul peak' in err
 
 
 def test_compile_only_reports_memory_with_and_without_scan_and_remat():
@@ -127,6 +131,9 @@ def test_benchmark_suites_write_jsonl_and_tables(tmp_path, monkeypatch):
            if '"vit_jax"' in l]
   assert f'| mu/8 | infer | {ours["images_per_sec"]:.2f} |' in md
   assert f'{ours["ratio_vs_torch_eager"]:.2f}' in md
+  theirs, = [json.loads(l) for l in (tmp_path / 'cpu_float32.jsonl').read_text().splitlines()
+             if '"hf_torch_eager"' in l]
+  assert f'in PyTorch, in the same run, reached {theirs["peak_gflops"]:.0f} GFLOP/s' in md
   assert '| mu/8 | train | False | False |' in md and '| mu/8 | train | True | False |' in md
 
 

@@ -25,7 +25,9 @@ Steps compile with the XLA options training uses (vit_jax.cpu_tuning; --xla-opti
 for XLA's own). --compare-torch also times the same-shaped Hugging Face ViT in PyTorch in
 this process, after all of ours (eager, and torch.compile when it works; inference under
 torch.inference_mode, train as forward + backward + AdamW step) and adds the ratio
-ours/theirs to our line.
+ours/theirs to our line. Its lines carry PyTorch's own matmul peak (the same --peak-size
+product, through its BLAS) and its MFU against it: a ratio far from 1 can then be read as
+model against model or as matmul library against matmul library.
 Progress goes to stderr.
 """
 
@@ -322,6 +324,25 @@ def bench_torch(variant: str, *, mode: str, batch: int, image_size: int, dtype: 
   return out
 
 
+_TORCH_PEAKS: dict = {}
+
+
+def torch_matmul_peak(dtype: str, size: int, repeats: int = 5) -> float:
+  """GFLOP/s of a size x size matmul in PyTorch on the CPU, with the threads its ViT gets,
+  best median of three rounds: the peer's own ceiling, as matmul_peak is ours."""
+  if (dtype, size) not in _TORCH_PEAKS:
+    from vit_jax import torch_peers  # pylint: disable=g-import-not-at-top
+    torch = torch_peers.import_torch()
+    torch.set_num_threads(os.cpu_count())
+    tdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16}[dtype]
+    gen = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(size, size, generator=gen).to(tdtype) for _ in range(2))
+    best = min(statistics.median(time_steps(lambda: a @ b, warmup=1, repeats=repeats))
+               for _ in range(3))  # CPU tensors: the product is done when @ returns
+    _TORCH_PEAKS[(dtype, size)] = 2 * size ** 3 / best / 1e9
+  return _TORCH_PEAKS[(dtype, size)]
+
+
 # ---- CLI. ----
 
 def _bools(s: str) -> list[bool]:
@@ -362,7 +383,7 @@ def measure_ours(args, *, variant: str, mode: str, dtype: str, scan: bool, remat
 
 
 def measure_torch(args, kind: str, *, variant: str, mode: str, dtype: str, flops: int,
-                  env: dict) -> dict:
+                  peak_size: int, env: dict) -> dict:
   """The same-shaped Hugging Face ViT: its JSON line, or {'error': ...}."""
   log(f'PyTorch (Hugging Face ViT, {kind}) {variant} {mode} {dtype} ...')
   try:
@@ -372,10 +393,13 @@ def measure_torch(args, kind: str, *, variant: str, mode: str, dtype: str, flops
   except Exception as e:  # noqa: BLE001  (torch.compile fails in many ways)
     log(f'  PyTorch {kind} failed: {type(e).__name__}: {str(e)[:300]}')
     return dict(error=f'{type(e).__name__}: {str(e)[:300]}')
-  log(f'  {t["images_per_sec"]:.1f} images/s, {t["step_ms_median"]:.1f} ms/step')
+  achieved, peak = flops * t['images_per_sec'] / 1e9, torch_matmul_peak(dtype, peak_size)
+  log(f'  {t["images_per_sec"]:.1f} images/s, {t["step_ms_median"]:.1f} ms/step, MFU '
+      f'{achieved / peak:.1%} of its own {dtype} matmul peak ({peak:.0f} GFLOP/s)')
   return dict(impl=f'hf_torch_{kind}', variant=variant, mode=mode, batch=args.batch,
               image_size=args.image_size, dtype=dtype, **t, gflop_per_image=flops / 1e9,
-              achieved_gflops=flops * t['images_per_sec'] / 1e9, **env)
+              achieved_gflops=achieved, peak_gflops=peak, peak_matmul_size=peak_size,
+              mfu=achieved / peak, **env)
 
 
 def run(args) -> list[dict]:
@@ -413,7 +437,7 @@ def run(args) -> list[dict]:
       if (kind, *key) not in theirs:
         theirs[(kind, *key)] = measure_torch(args, kind, variant=key[0], mode=key[1],
                                              dtype=key[2], flops=line['gflop_per_image'] * 1e9,
-                                             env=env)
+                                             peak_size=peak_size, env=env)
       t = theirs[(kind, *key)]
       if 'error' in t:
         line[f'torch_{kind}_error'] = t['error']
