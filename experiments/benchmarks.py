@@ -163,6 +163,10 @@ def render(out_dir: Path) -> str:
            "trainer's own (AdamW, the non-finite guard, donated state). The PyTorch peer is "
            'the same-shaped Hugging Face `ViTForImageClassification`, timed in the same '
            'process after ours.']
+  others = _other_cpus(out_dir)
+  if others:
+    parts += ['', 'Other CPUs (the same suites, run with `--results-dir` set to a '
+              'subfolder). ' + ' '.join(others)]
   for name, suite in SUITES.items():
     path = out_dir / f'{name}.jsonl'
     if not path.exists():
@@ -190,26 +194,34 @@ def render(out_dir: Path) -> str:
       parts += ['', f'## {title}', '', text, '', table.read_text().strip(), '',
                 f'`./launch.sh python -m experiments.{module} > '
                 f'experiments/results/benchmarks/{module}.md`']
-  parts += ['', '## Reading the tables', '',
-            '- bfloat16 runs the forward matmuls in bfloat16 with float32 accumulation, which '
-            "is what reaches the CPU's bf16 dot-product instructions (the bfloat16 peak above "
-            'is measured the same way). It is the faster path for inference. A train step '
-            'gains little: its elementwise work and attention backward dominate, and routing '
-            'the backward matmuls through bfloat16 as well (a custom VJP) did not make it '
-            'faster, so that was not kept.',
-            '- Without scan, XLA:CPU schedules the recomputation of a rematerialised block '
-            'early, so remat alone barely lowers its planned memory; with scan the backward '
-            'recomputes block by block, and scan + remat is the setting for deep models.',
-            '- A step timed right after a PyTorch one ran up to 1.5x slower (PyTorch\'s '
-            'OpenMP threads keep spinning), so every PyTorch measurement runs after ours.',
-            '- GPU: the model asks `jax.nn.dot_product_attention` for cuDNN\'s fused kernel '
-            '(its default is XLA\'s). In the run above inference got it and a train step at '
-            '224 px did not: cuDNN\'s backward pass in that JAX refuses the odd sequence '
-            'length (197 tokens), so the model warned and used XLA\'s attention. Since then '
-            'odd lengths are padded to even ones for cuDNN, the extra key masked '
-            '(`vit.even_length_attention`); not yet timed on a GPU. Writing 16-bit dot '
-            'products out in float32 (what the CPU needs) made the GPU train step 1.7x slower, '
-            'so off the CPU the dots are plain.']
+  has = lambda *names: any((out_dir / f'{n}.jsonl').exists() for n in names)  # noqa: E731
+  notes = [
+      (has('cpu_bfloat16'),
+       '- bfloat16 runs the forward matmuls in bfloat16 with float32 accumulation, which '
+       "is what reaches the CPU's bf16 dot-product instructions (the bfloat16 peak above "
+       'is measured the same way). It is the faster path for inference. A train step '
+       'gains little: its elementwise work and attention backward dominate, and routing '
+       'the backward matmuls through bfloat16 as well (a custom VJP) did not make it '
+       'faster, so that was not kept.'),
+      (has('cpu_compile_memory'),
+       '- Without scan, XLA:CPU schedules the recomputation of a rematerialised block '
+       'early, so remat alone barely lowers its planned memory; with scan the backward '
+       'recomputes block by block, and scan + remat is the setting for deep models.'),
+      (has('cpu_float32', 'cpu_bfloat16'),
+       '- A step timed right after a PyTorch one ran up to 1.5x slower (PyTorch\'s '
+       'OpenMP threads keep spinning), so every PyTorch measurement runs after ours.'),
+      (has(*(n for n, suite in SUITES.items() if suite.get('gpu'))),
+       '- GPU: the model asks `jax.nn.dot_product_attention` for cuDNN\'s fused kernel '
+       '(its default is XLA\'s). In the run above inference got it and a train step at '
+       '224 px did not: cuDNN\'s backward pass in that JAX refuses the odd sequence '
+       'length (197 tokens), so the model warned and used XLA\'s attention. Since then '
+       'odd lengths are padded to even ones for cuDNN, the extra key masked '
+       '(`vit.even_length_attention`); not yet timed on a GPU. Writing 16-bit dot '
+       'products out in float32 (what the CPU needs) made the GPU train step 1.7x slower, '
+       'so off the CPU the dots are plain.')]
+  notes = [text for shown, text in notes if shown]
+  if notes:
+    parts += ['', '## Reading the tables', '', *notes]
   return '\n'.join(parts) + '\n'
 
 
@@ -259,7 +271,29 @@ def readme_block(out_dir: Path) -> str:
       f'Images/s on {env.get("cpu", "?")} ({env.get("cpu_count", "?")} cores), ours against '
       'the same-shaped Hugging Face ViT in PyTorch (eager), timed in one run; from '
       '[experiments/results/benchmarks](experiments/results/benchmarks/results.md), which '
-      'has MFU, compile time, memory and the commands:', '', *table, *_gpu_quote(out_dir)])
+      'has MFU, compile time, memory and the commands:', '', *table, *_gpu_quote(out_dir),
+      *[x for o in _other_cpus(out_dir, 'experiments/results/benchmarks/') for x in ('', o)]])
+
+
+def _other_cpus(out_dir: Path, link_prefix: str = '') -> list[str]:
+  """A sentence per subfolder of out_dir holding the float32 peer suite run on another CPU
+  (`--results-dir=experiments/results/benchmarks/NAME`): its CPU, range of ratios, link."""
+  out = []
+  for d in sorted(p for p in out_dir.iterdir() if (p / 'cpu_float32.jsonl').exists()):
+    lines = [json.loads(l) for l in (d / 'cpu_float32.jsonl').read_text().splitlines()
+             if l.strip()]
+    ours = [l for l in lines if 'ratio_vs_torch_eager' in l]
+    if not ours:
+      continue
+    ratios = [l['ratio_vs_torch_eager'] for l in ours]
+    theirs = next((l['peak_gflops'] for l in lines if l['impl'] == 'hf_torch_eager'
+                   and 'peak_gflops' in l), None)
+    out.append(f'On {ours[0]["cpu"]} ([{d.name}]({link_prefix}{d.name}/results.md)), float32 '
+               f'ours / PyTorch is {min(ratios):.2f} to {max(ratios):.2f}'
+               + ('' if theirs is None else
+                  f', with float32 matmul peaks of {ours[0]["peak_gflops"]:.0f} (ours) and '
+                  f'{theirs:.0f} GFLOP/s (PyTorch)') + '.')
+  return out
 
 
 def _gpu_quote(out_dir: Path) -> list[str]:

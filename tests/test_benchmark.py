@@ -134,6 +134,15 @@ def test_benchmark_suites_write_jsonl_and_tables(tmp_path, monkeypatch):
   theirs, = [json.loads(l) for l in (tmp_path / 'cpu_float32.jsonl').read_text().splitlines()
              if '"hf_torch_eager"' in l]
   assert f'in PyTorch, in the same run, reached {theirs["peak_gflops"]:.0f} GFLOP/s' in md
+  # The same suite run on another CPU into a subfolder: named and linked from both reports.
+  (tmp_path / 'zen9').mkdir()
+  (tmp_path / 'zen9' / 'cpu_float32.jsonl').write_text(
+      (tmp_path / 'cpu_float32.jsonl').read_text())
+  ratio = f'{ours["ratio_vs_torch_eager"]:.2f}'
+  assert (f'On {ours["cpu"]} ([zen9](zen9/results.md)), float32 ours / PyTorch is {ratio} to '
+          f'{ratio}, with float32 matmul peaks of {ours["peak_gflops"]:.0f} (ours) and '
+          f'{theirs["peak_gflops"]:.0f} GFLOP/s (PyTorch).') in benchmarks.render(tmp_path)
+  assert '](experiments/results/benchmarks/zen9/results.md)' in benchmarks.readme_block(tmp_path)
   assert '| mu/8 | train | False | False |' in md and '| mu/8 | train | True | False |' in md
 
 
