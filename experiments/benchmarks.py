@@ -77,6 +77,13 @@ def run_suite(name: str, out_dir: Path):
 
 # ---- Rendering. ----
 
+def _jsonl(path: Path) -> list[dict]:
+  """A suite's JSON lines; [] where the suite was not run."""
+  if not path.exists():
+    return []
+  return [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+
+
 def _f(v, digits=2):
   return '' if v is None else f'{v:.{digits}f}'
 
@@ -171,7 +178,7 @@ def render(out_dir: Path) -> str:
     path = out_dir / f'{name}.jsonl'
     if not path.exists():
       continue
-    lines = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+    lines = _jsonl(path)
     meta = json.loads((out_dir / f'{name}.json').read_text())
     env = next((l for l in lines if 'cpu' in l), {})
     parts += ['', f'## {suite["title"]}', '']
@@ -251,8 +258,7 @@ def readme_block(out_dir: Path) -> str:
   """The README's quote of the CPU tables: images/s, ours and the PyTorch peer's."""
   rows, env = {}, {}
   for dtype in ('float32', 'bfloat16'):
-    path = out_dir / f'cpu_{dtype}.jsonl'
-    for l in ([json.loads(l) for l in path.read_text().splitlines()] if path.exists() else []):
+    for l in _jsonl(out_dir / f'cpu_{dtype}.jsonl'):
       key = (l['variant'], l['mode'])
       rows.setdefault(key, {})[(l['impl'], dtype)] = l['images_per_sec']
       env = env or l
@@ -280,8 +286,7 @@ def _other_cpus(out_dir: Path, link_prefix: str = '') -> list[str]:
   (`--results-dir=experiments/results/benchmarks/NAME`): its CPU, range of ratios, link."""
   out = []
   for d in sorted(p for p in out_dir.iterdir() if (p / 'cpu_float32.jsonl').exists()):
-    lines = [json.loads(l) for l in (d / 'cpu_float32.jsonl').read_text().splitlines()
-             if l.strip()]
+    lines = _jsonl(d / 'cpu_float32.jsonl')
     ours = [l for l in lines if 'ratio_vs_torch_eager' in l]
     if not ours:
       continue
@@ -298,9 +303,8 @@ def _other_cpus(out_dir: Path, link_prefix: str = '') -> list[str]:
 
 def _gpu_quote(out_dir: Path) -> list[str]:
   """One sentence on the GPU suites' figures (the model's own choices), if they were run."""
-  lines = [json.loads(l) for name, s in SUITES.items() if s.get('gpu')
-           and (out_dir / f'{name}.jsonl').exists()
-           for l in (out_dir / f'{name}.jsonl').read_text().splitlines() if l.strip()]
+  lines = [l for name, s in SUITES.items() if s.get('gpu')
+           for l in _jsonl(out_dir / f'{name}.jsonl')]
   firsts = {}  # the model's own choices, one line per (variant, mode): the first suite's
   for l in lines:
     if l['dot_out'] == 'auto' and l['attention'] == 'auto':

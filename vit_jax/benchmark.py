@@ -281,20 +281,26 @@ def bench_ours(variant: str, *, mode: str, batch: int, image_size: int, dtype: s
 
 # ---- The PyTorch peer: Hugging Face transformers ViT of the same shape. ----
 
+def _torch_for(dtype: str):
+  """(torch, its dtype for `dtype`), with every core's thread, as each peer timing runs."""
+  from vit_jax import torch_peers  # pylint: disable=g-import-not-at-top
+  torch = torch_peers.import_torch()
+  torch.set_num_threads(os.cpu_count())
+  return torch, {'float32': torch.float32, 'bfloat16': torch.bfloat16}[dtype]
+
+
 def bench_torch(variant: str, *, mode: str, batch: int, image_size: int, dtype: str,
                 num_classes: int, warmup: int, repeats: int, compiled: bool
                 ) -> dict[str, Any]:
   from vit_jax import torch_peers  # pylint: disable=g-import-not-at-top
-  torch = torch_peers.import_torch()
+  torch, tdtype = _torch_for(dtype)
   transformers = torch_peers.import_transformers()
-  torch.set_num_threads(os.cpu_count())
   v = variant_kwargs(variant)
   config = transformers.ViTConfig(
       hidden_size=v['width'], num_hidden_layers=v['depth'], num_attention_heads=v['num_heads'],
       intermediate_size=v['mlp_dim'], image_size=image_size, patch_size=v['patch_size'],
       num_labels=num_classes, hidden_act='gelu_pytorch_tanh', layer_norm_eps=1e-6,
       hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-  tdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16}[dtype]
   model = transformers.ViTForImageClassification(config).to(tdtype)
   x = torch.rand(batch, 3, image_size, image_size, dtype=tdtype) * 2 - 1
   y = torch.randint(0, num_classes, (batch,))
@@ -331,10 +337,7 @@ def torch_matmul_peak(dtype: str, size: int, repeats: int = 5) -> float:
   """GFLOP/s of a size x size matmul in PyTorch on the CPU, with the threads its ViT gets,
   best median of three rounds: the peer's own ceiling, as matmul_peak is ours."""
   if (dtype, size) not in _TORCH_PEAKS:
-    from vit_jax import torch_peers  # pylint: disable=g-import-not-at-top
-    torch = torch_peers.import_torch()
-    torch.set_num_threads(os.cpu_count())
-    tdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16}[dtype]
+    torch, tdtype = _torch_for(dtype)
     gen = torch.Generator().manual_seed(0)
     a, b = (torch.randn(size, size, generator=gen).to(tdtype) for _ in range(2))
     best = min(statistics.median(time_steps(lambda: a @ b, warmup=1, repeats=repeats))
