@@ -70,9 +70,9 @@ def test_bfloat16_dots_are_plain_off_cpu_and_agree(monkeypatch):
   assert scale > 0.1 and np.abs(np.asarray(native - float32_out)).max() < 0.05 * scale
 
 
-def test_cpu_name_tells_a_zen3_from_a_zen4(tmp_path):
-  """Both machines call themselves "AMD EPYC"; their timings differ up to 1.5x, so the recorded
-  name carries the model and the widest vector ISA (read from the first processor)."""
+def test_cpu_name_tells_cpus_apart(tmp_path):
+  """A Zen 3 and a Zen 4 both call themselves "AMD EPYC"; their timings differ up to 1.5x, so
+  the recorded name carries the model, the widest vector ISA and AMX (first processor only)."""
   def cpuinfo(model, flags):
     f = tmp_path / f'cpuinfo_{model}'
     block = (f'processor\t: 0\ncpu family\t: 25\nmodel\t\t: {model}\n'
@@ -85,6 +85,8 @@ def test_cpu_name_tells_a_zen3_from_a_zen4(tmp_path):
   assert (cpu_tuning.cpu_name(cpuinfo(17, 'avx2 avx512f avx512_bf16'))
           == 'AMD EPYC (family 25 model 17, AVX-512 with bf16)')
   assert cpu_tuning.cpu_name(cpuinfo(2, 'avx2 avx512f')).endswith('model 2, AVX-512)')
+  assert (cpu_tuning.cpu_name(cpuinfo(143, 'avx512f avx512_bf16 amx_bf16 amx_tile'))
+          .endswith('model 143, AVX-512 with bf16 and AMX)'))
   arm = tmp_path / 'cpuinfo_arm'
   arm.write_text('processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd\n\n')
   for path in (str(arm), str(tmp_path / 'absent')):  # no x86 fields, no /proc: no guesses
