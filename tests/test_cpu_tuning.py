@@ -45,6 +45,40 @@ def test_bfloat16_dense_layers_accumulate_in_float32():
   assert bf16.dtype == jnp.float32 and np.abs(np.asarray(bf16 - f32)).max() < 0.05
 
 
+def test_bfloat16_dense_backward_dots_stay_16_bit(monkeypatch):
+  """The backward dots of a bf16 Dense take the 16-bit cotangent (JAX's own transpose of a
+  float32-output dot feeds them float32, off the bf16 instructions and AMX tiles), and the
+  gradients are as close to float32 ones as those of the plain formulation."""
+  from vit_jax.models import vit
+  x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (2, 16, 16, 3)), jnp.float32)
+  model = get_model('mu/8', num_classes=10, dtype=jnp.bfloat16)  # broadcast attention: no
+  params = random_head(model.init(jax.random.key(0), x)['params'])  # attention dots
+
+  def grads(model):
+    loss = lambda p: jnp.sum(jnp.sin(model.apply({'params': p}, x)[0]))  # noqa: E731
+    grad = jax.jit(jax.grad(loss))
+    return jax.tree_util.tree_leaves_with_path(grad(params)), grad.lower(params).as_text()
+  ours, text = grads(model)
+  dots = [l.split(':')[-1] for l in text.splitlines() if 'dot_general' in l]
+  dense = [p for p, _ in ours if 'kernel' in jax.tree_util.keystr(p)
+           and 'embedding' not in jax.tree_util.keystr(p)]
+  assert len(dots) == 3 * len(dense) >= 3 * 7  # forward, d input, d kernel of each Dense
+  for dot in dots:
+    inputs, out = dot.split('->')
+    assert inputs.count('bf16>') == 2 and 'xf32>' in out, dot
+  float32, _ = grads(get_model('mu/8', num_classes=10))
+  monkeypatch.setattr(vit, '_tensordot_16bit', lambda x, w, k, precision: vit._dot_16bit(
+      x, w, ((tuple(range(x.ndim - k, x.ndim)), tuple(range(k))), ((), ())), precision))
+  plain, plain_text = grads(model)
+  assert 'xf32>, tensor<' in plain_text  # the mixed dots this avoids
+  for (path, a), (_, b), (_, ref) in zip(ours, plain, float32):
+    if "['key']['bias']" in jax.tree_util.keystr(path):
+      continue  # zero in exact arithmetic (softmax ignores a shift shared by all keys)
+    scale = float(np.abs(ref).max())
+    err, plain_err = (float(np.abs(g - ref).max()) / scale for g in (a, b))
+    assert a.dtype == jnp.float32 and err < 0.2 and err <= plain_err + 0.01, path
+
+
 def test_bfloat16_dots_are_plain_off_cpu_and_agree(monkeypatch):
   """GPUs and TPUs accumulate 16-bit dots in float32 by themselves, so there the model uses
   the plain dot (writing a float32 product and casting it made a B/16 bf16 train step on
