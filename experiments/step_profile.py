@@ -33,13 +33,14 @@ from vit_jax.models import get_model
 _NOT_OPS = ('$', 'ThunkExecutor', 'PjitFunction', 'end:', 'CommonPjRt', 'ParseArguments')
 
 
-def compiled_step(variant: str, batch: int, image_size: int, mode: str):
+def compiled_step(variant: str, batch: int, image_size: int, mode: str,
+                  dtype: str = 'float32'):
   """(run: a function that runs one step, blocking, the compiled step's HLO text)."""
-  model = get_model(variant, num_classes=1000)
+  model = get_model(variant, num_classes=1000, dtype=jnp.dtype(dtype))
   x = jax.random.uniform(jax.random.key(1), (batch, image_size, image_size, 3),
                          minval=-1.0, maxval=1.0)
   params = jax.jit(model.init)(jax.random.key(0), x)['params']
-  options = cpu_tuning.compiler_options('float32')
+  options = cpu_tuning.compiler_options(dtype)
   if mode == 'infer':
     fn = jax.jit(lambda p, x: model.apply({'params': p}, x)[0])
     compiled = fn.lower(params, x).compile(compiler_options=options)
@@ -95,11 +96,13 @@ def main(argv=None):
   parser.add_argument('--batch', type=int, default=32)
   parser.add_argument('--image-size', type=int, default=224)
   parser.add_argument('--mode', choices=('train', 'infer'), default='train')
+  parser.add_argument('--dtype', choices=('float32', 'bfloat16'), default='float32',
+                      help='compute dtype (parameters stay float32)')
   parser.add_argument('--steps', type=int, default=3, help='traced steps')
   parser.add_argument('--rows', type=int, default=12, help='op kinds listed')
   args = parser.parse_args(argv)
 
-  run, hlo = compiled_step(args.variant, args.batch, args.image_size, args.mode)
+  run, hlo = compiled_step(args.variant, args.batch, args.image_size, args.mode, args.dtype)
   for _ in range(2):
     run()
   walls = []
@@ -115,7 +118,8 @@ def main(argv=None):
     times = op_times(trace_dir, args.steps)
   rows = by_kind(times, output_shapes(hlo))
   total = sum(ms for _, ms, _, _ in rows)
-  print(f'| op kind ({args.variant} {args.mode}, batch {args.batch}) | ms per step | share '
+  print(f'| op kind ({args.variant} {args.mode}, {args.dtype}, batch {args.batch}) | ms per step '
+        '| share '
         '| ops per step | output shapes taking most of its time (ms) |')
   print('|---|---|---|---|---|')
   for kind, ms, n, top in rows[:args.rows]:
