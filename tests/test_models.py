@@ -220,6 +220,28 @@ def test_bfloat16_compute_over_float32_params():
   assert all(a.dtype == jnp.bfloat16 for a in jax.tree.leaves(p16))
 
 
+@pytest.mark.parametrize('theirs, kw, ndim', [
+    ('Dense', dict(features=6), 3),
+    ('DenseGeneral', dict(features=(2, 4)), 3),                       # the q/k/v projections
+    ('DenseGeneral', dict(features=7, axis=(-2, -1)), 4)])            # the attention output
+def test_dense_has_flaxs_parameters_and_outputs(theirs, kw, ndim):
+  """vit.Dense replaces flax's Dense layers (for its 16-bit derivatives): from the same key
+  the same parameter names, shapes and values, and the same outputs, so seeds, published
+  checkpoints and converted ones mean what they meant."""
+  import flax.linen as nn
+  from vit_jax.models import vit
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 5, 3, 8)[:ndim]), jnp.float32)
+  kw = dict(kw, kernel_init=nn.initializers.xavier_uniform(),
+            bias_init=nn.initializers.normal(1.0))
+  ours, flax_layer = vit.Dense(**kw), getattr(nn, theirs)(**kw)
+  p_ours, p_flax = (m.init(jax.random.key(3), x) for m in (ours, flax_layer))
+  assert jax.tree.map(np.shape, p_ours) == jax.tree.map(np.shape, p_flax)
+  assert all(jax.tree.leaves(jax.tree.map(lambda a, b: bool(jnp.all(a == b)), p_ours, p_flax)))
+  np.testing.assert_allclose(ours.apply(p_ours, x), flax_layer.apply(p_flax, x), rtol=1e-6)
+  with pytest.raises(ValueError, match='trailing axes'):
+    vit.Dense(4, axis=0).init(jax.random.key(0), x)
+
+
 def test_init_is_deterministic_from_the_seed():
   model, x = tiny(), images()
   a, b, c = init(model, x, 0), init(model, x, 0), init(model, x, 1)

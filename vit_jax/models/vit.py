@@ -45,14 +45,14 @@ DOT_FLOAT32_OUTPUT: Optional[bool] = None
 
 
 def dot_general(dtype):
-  """The dot_general of Dense layers computing in `dtype`.
+  """The forward dot_general of Dense layers computing in `dtype`.
 
   On CPU, low-precision inputs accumulate in float32 (`preferred_element_type`) and the
   result is cast back: that is what lets XLA:CPU use the bf16 dot-product instructions (a
   bfloat16 4096^2 matmul runs at ~334 GFLOP/s on the development machine with it, ~156
-  without it and ~190 in float32; ~1,250 through a Xeon's AMX tiles). The backward dots
-  get the same treatment (_tensordot_16bit). GPUs and TPUs accumulate 16-bit dots in
-  float32 by themselves, so there the plain dot is used and no float32 product is written.
+  without it and ~190 in float32; ~1,250 through a Xeon's AMX tiles). GPUs and TPUs
+  accumulate 16-bit dots in float32 by themselves, so there the plain dot is used and no
+  float32 product is written out.
   """
   float32_output = DOT_FLOAT32_OUTPUT
   if float32_output is None:
@@ -62,53 +62,84 @@ def dot_general(dtype):
 
   def dot(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
     del preferred_element_type
-    (lhs_contract, rhs_contract), batch = dimension_numbers
-    k = len(lhs_contract)
-    if (batch == ((), ()) and tuple(lhs_contract) == tuple(range(lhs.ndim - k, lhs.ndim))
-        and tuple(rhs_contract) == tuple(range(k))):
-      return _tensordot_16bit(lhs, rhs, k, precision)
-    return _dot_16bit(lhs, rhs, dimension_numbers, precision)
+    out = jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
+                              preferred_element_type=jnp.float32)
+    return out.astype(jnp.result_type(lhs, rhs))
   return dot
 
 
-def _dot_16bit(lhs, rhs, dimension_numbers, precision):
-  """A 16-bit dot accumulated and written out in float32, then cast back."""
-  out = jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
-                            preferred_element_type=jnp.float32)
-  return out.astype(jnp.result_type(lhs, rhs))
+def _contract_last(k: int, x_ndim: int):
+  """dimension_numbers contracting x's last k axes with w's first k."""
+  return (tuple(range(x_ndim - k, x_ndim)), tuple(range(k))), ((), ())
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _tensordot_16bit(x, w, k, precision):
-  """x's last k axes contracted with w's first k (every Dense and DenseGeneral kernel),
-  16-bit in and out, with float32 accumulation forward and backward.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _dense_16bit(x, w, b, k):
+  """x . w + b over x's last k axes, for 16-bit compute on CPU: float32 accumulation
+  forward (dot_general) and backward.
 
-  JAX's own transpose of a float32-output dot feeds the float32 cotangent to the backward
-  dots, which then run in float32 (f32 x bf16): two thirds of a train step's FLOPs miss
-  the bf16 instructions and AMX tiles. The cotangent arrives here in 16 bits, so both
-  backward dots are 16-bit too, with the same values: the float32 cotangent was only
-  the 16-bit one converted."""
-  return _dot_16bit(x, w, ((tuple(range(x.ndim - k, x.ndim)), tuple(range(k))), ((), ())),
-                    precision)
-
-
-def _tensordot_16bit_fwd(x, w, k, precision):
-  return _tensordot_16bit(x, w, k, precision), (x, w)
+  With JAX's own derivatives a 16-bit train step loses twice. The transpose of a
+  float32-output dot feeds the float32 cotangent to both backward dots, which XLA:CPU
+  then runs as f32 x bf16, missing the bf16 instructions and AMX tiles. And the bias
+  gradient is a 16-bit column sum, which XLA:CPU rounds to 16 bits after every addition
+  (slow, and ~3% off over 6,304 rows). Here the backward dots take the 16-bit cotangent
+  (the same values: the float32 one was only its conversion) and the bias gradient is
+  summed in float32."""
+  return dot_general(x.dtype)(x, w, _contract_last(k, x.ndim)) + b
 
 
-def _tensordot_16bit_bwd(k, precision, residuals, g):
+def _dense_16bit_fwd(x, w, b, k):
+  return _dense_16bit(x, w, b, k), (x, w)
+
+
+def _dense_16bit_bwd(k, residuals, g):
   x, w = residuals
-  kept_x = x.ndim - k  # g's axes: x's kept ones, then w's
-  # dx = g . w over w's kept axes: (x kept..., w contracted...) = x's shape.
-  dx = _dot_16bit(g, w, ((tuple(range(kept_x, g.ndim)), tuple(range(k, w.ndim))),
-                         ((), ())), precision)
-  # dw = x . g over x's kept axes: (x contracted..., w kept...) = w's shape.
-  dw = _dot_16bit(x, g, ((tuple(range(kept_x)), tuple(range(kept_x))), ((), ())),
-                  precision)
-  return dx.astype(x.dtype), dw.astype(w.dtype)
+  kept = x.ndim - k  # g's axes: x's kept ones, then w's
+  dot = lambda a, b, dims: jax.lax.dot_general(  # noqa: E731
+      a, b, (dims, ((), ())), preferred_element_type=jnp.float32)
+  dx = dot(g, w, (tuple(range(kept, g.ndim)), tuple(range(k, w.ndim))))  # x's shape
+  dw = dot(x, g, (tuple(range(kept)), tuple(range(kept))))               # w's shape
+  db = jnp.sum(g.astype(jnp.float32), axis=tuple(range(kept)))
+  return dx.astype(x.dtype), dw.astype(w.dtype), db.astype(g.dtype)
 
 
-_tensordot_16bit.defvjp(_tensordot_16bit_fwd, _tensordot_16bit_bwd)
+_dense_16bit.defvjp(_dense_16bit_fwd, _dense_16bit_bwd)
+
+
+class Dense(nn.Module):
+  """flax.linen.Dense / DenseGeneral over x's last axes: the same parameters (names,
+  shapes and, from the same key, initial values), so checkpoints load either way. For
+  16-bit compute on CPU it takes _dense_16bit's derivatives: bfloat16 train steps on a
+  Xeon with AMX ran 1.7-1.9x faster with them (Ti/16 15.0 to 26.1 images/s, B/16 2.0 to
+  3.7: the cpu_bfloat16 suite of experiments/results/benchmarks/xeon_amx, batch 32)."""
+  features: Any            # int, or a tuple for several output axes (heads, head width)
+  axis: Any = -1           # the contracted input axes: -1, or (-2, -1)
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+  kernel_init: Any = nn.initializers.lecun_normal()
+  bias_init: Any = nn.initializers.zeros_init()
+
+  @nn.compact
+  def __call__(self, x):
+    features = tuple(np.atleast_1d(self.features).tolist())
+    axes = sorted(a % x.ndim for a in np.atleast_1d(self.axis).tolist())
+    k = len(axes)
+    if axes != list(range(x.ndim - k, x.ndim)):
+      raise ValueError(f'Dense contracts trailing axes; got axis={self.axis} for a '
+                       f'{x.ndim}-D input: use -1, or (-2, -1) for the last two.')
+    fan_in, fan_out = int(np.prod(x.shape[-k:])), int(np.prod(features))
+
+    def flat_init(init, flat_shape):  # initialised as a 2-D matrix, like DenseGeneral
+      return lambda key, shape, dtype: init(key, flat_shape, dtype).reshape(shape)
+    kernel = self.param('kernel', flat_init(self.kernel_init, (fan_in, fan_out)),
+                        x.shape[-k:] + features, self.param_dtype)
+    bias = self.param('bias', flat_init(self.bias_init, (fan_out,)), features,
+                      self.param_dtype)
+    x, kernel, bias = (a.astype(self.dtype) for a in (x, kernel, bias))
+    dot = dot_general(self.dtype)
+    if dot is jax.lax.dot_general:  # float32, or a backend with its own 16-bit dots
+      return dot(x, kernel, _contract_last(k, x.ndim)) + bias
+    return _dense_16bit(x, kernel, bias, k)
 
 
 class MlpBlock(nn.Module):
@@ -121,9 +152,9 @@ class MlpBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, deterministic: bool):
-    dense = lambda n, name: nn.Dense(  # noqa: E731
+    dense = lambda n, name: Dense(  # noqa: E731
         n, dtype=self.dtype, param_dtype=self.param_dtype, name=name,
-        dot_general=dot_general(self.dtype), kernel_init=nn.initializers.xavier_uniform(),
+        kernel_init=nn.initializers.xavier_uniform(),
         bias_init=nn.initializers.normal(stddev=1e-6))
     d = x.shape[-1]
     x = dense(self.mlp_dim, 'Dense_0')(x)                          # (B, T, mlp_dim)
@@ -202,9 +233,9 @@ class MultiHeadDotProductAttention(nn.Module):
     if d % self.num_heads:
       raise ValueError(f'width {d} is not divisible by num_heads {self.num_heads}.')
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype,
-              dot_general=dot_general(self.dtype), kernel_init=nn.initializers.xavier_uniform())
+              kernel_init=nn.initializers.xavier_uniform())
     heads = (self.num_heads, d // self.num_heads)
-    proj = lambda name: nn.DenseGeneral(heads, name=name, **kw)  # noqa: E731
+    proj = lambda name: Dense(heads, name=name, **kw)  # noqa: E731
     q, k, v = proj('query')(x_q), proj('key')(x_kv), proj('value')(x_kv)  # (B, T, K, Dh)
 
     use_dropout = self.dropout > 0 and not deterministic
@@ -241,7 +272,7 @@ class MultiHeadDotProductAttention(nn.Module):
                       'instead.')
         out = jax.nn.dot_product_attention(q, k, v)
 
-    out = nn.DenseGeneral(d, axis=(-2, -1), name='out', **kw)(out)
+    out = Dense(d, axis=(-2, -1), name='out', **kw)(out)
     return out, weights
 
 
@@ -471,14 +502,13 @@ class VisionTransformer(nn.Module):
 
     # 5. Optional representation layer, then the zero-initialised linear head.
     if self.representation_size is not None:
-      x = jnp.tanh(nn.Dense(self.representation_size, name='pre_logits',
-                            dot_general=dot_general(self.dtype), **kw)(x))
+      x = jnp.tanh(Dense(self.representation_size, name='pre_logits', **kw)(x))
     aux['pre_logits'] = x
     if self.num_classes is None:
       return x.astype(jnp.float32), aux
-    logits = nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros,
-                      bias_init=nn.initializers.constant(self.head_bias_init), name='head',
-                      dot_general=dot_general(self.dtype), **kw)(x)
+    logits = Dense(self.num_classes, kernel_init=nn.initializers.zeros,
+                   bias_init=nn.initializers.constant(self.head_bias_init), name='head',
+                   **kw)(x)
     return logits.astype(jnp.float32), aux
 
 
