@@ -175,7 +175,7 @@ def test_step_profile_sums_a_traced_step_by_op_kind(capsys):
   assert step_profile.main(['--variant=mu/8', '--image-size=48', '--batch=4', '--steps=2',
                             '--rows=100']) == 0
   out = capsys.readouterr().out.splitlines()
-  assert out[0].startswith('| op kind (mu/8 train, batch 4) | ms per step |')
+  assert out[0].startswith('| op kind (mu/8 train, float32, batch 4) | ms per step |')
   rows = [l.split(' | ') for l in out[2:] if l.startswith('| ')]
   ms = [float(r[1]) for r in rows]
   assert len(rows) > 5 and ms == sorted(ms, reverse=True)
