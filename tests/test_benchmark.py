@@ -143,6 +143,14 @@ def test_benchmark_suites_write_jsonl_and_tables(tmp_path, monkeypatch):
           f'{ratio}, with float32 matmul peaks of {ours["peak_gflops"]:.0f} (ours) and '
           f'{theirs["peak_gflops"]:.0f} GFLOP/s (PyTorch).') in benchmarks.render(tmp_path)
   assert '](experiments/results/benchmarks/zen9/results.md)' in benchmarks.readme_block(tmp_path)
+  # With the bfloat16 suite beside it: its ratios, and bfloat16 train steps against float32.
+  line = lambda mode, ips, ratio: dict(ours, mode=mode, images_per_sec=ips,  # noqa: E731
+                                       ratio_vs_torch_eager=ratio)
+  (tmp_path / 'zen9' / 'cpu_float32.jsonl').write_text(json.dumps(line('train', 2.0, 0.7)))
+  (tmp_path / 'zen9' / 'cpu_bfloat16.jsonl').write_text('\n'.join(
+      json.dumps(l) for l in (line('infer', 9.0, 0.4), line('train', 3.0, 0.5))))
+  assert ('; bfloat16 ours / PyTorch is 0.40 to 0.50, and our bfloat16 train steps run 1.50 '
+          'to 1.50 times as fast as our float32 ones.') in benchmarks.render(tmp_path)
   assert '| mu/8 | train | False | False |' in md and '| mu/8 | train | True | False |' in md
 
 
