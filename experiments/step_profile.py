@@ -118,9 +118,8 @@ def main(argv=None):
     times = op_times(trace_dir, args.steps)
   rows = by_kind(times, output_shapes(hlo))
   total = sum(ms for _, ms, _, _ in rows)
-  print(f'| op kind ({args.variant} {args.mode}, {args.dtype}, batch {args.batch}) | ms per step '
-        '| share '
-        '| ops per step | output shapes taking most of its time (ms) |')
+  print(f'| op kind ({args.variant} {args.mode}, {args.dtype}, batch {args.batch}) '
+        '| ms per step | share | ops per step | output shapes taking most of its time (ms) |')
   print('|---|---|---|---|---|')
   for kind, ms, n, top in rows[:args.rows]:
     shapes = ', '.join(f'`{s}` {t:.0f}' for s, t in top.most_common(3))
