@@ -225,9 +225,10 @@ def test_bfloat16_compute_over_float32_params():
     ('DenseGeneral', dict(features=(2, 4)), 3),                       # the q/k/v projections
     ('DenseGeneral', dict(features=7, axis=(-2, -1)), 4)])            # the attention output
 def test_dense_has_flaxs_parameters_and_outputs(theirs, kw, ndim):
-  """vit.Dense replaces flax's Dense layers (for its 16-bit derivatives): from the same key
-  the same parameter names, shapes and values, and the same outputs, so seeds, published
-  checkpoints and converted ones mean what they meant."""
+  """vit.Dense replaces flax's Dense layers (for its CPU matmul layouts and 16-bit
+  derivatives): from the same key the same parameter names, shapes and values, and the same
+  outputs and gradients, so seeds, published checkpoints and converted ones mean what they
+  meant."""
   import flax.linen as nn
   from vit_jax.models import vit
   x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 5, 3, 8)[:ndim]), jnp.float32)
@@ -238,6 +239,9 @@ def test_dense_has_flaxs_parameters_and_outputs(theirs, kw, ndim):
   assert jax.tree.map(np.shape, p_ours) == jax.tree.map(np.shape, p_flax)
   assert all(jax.tree.leaves(jax.tree.map(lambda a, b: bool(jnp.all(a == b)), p_ours, p_flax)))
   np.testing.assert_allclose(ours.apply(p_ours, x), flax_layer.apply(p_flax, x), rtol=1e-6)
+  grads = [jax.grad(lambda p, x: jnp.sum(jnp.sin(m.apply(p, x))), argnums=(0, 1))(p, x)
+           for m, p in ((ours, p_ours), (flax_layer, p_flax))]
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), *grads)
   with pytest.raises(ValueError, match='trailing axes'):
     vit.Dense(4, axis=0).init(jax.random.key(0), x)
 
