@@ -356,7 +356,9 @@ def _environment() -> dict[str, Any]:
   dev = jax.devices()[0]
   return dict(backend=jax.default_backend(), device=dev.device_kind, devices=jax.device_count(),
               cpu=cpu_tuning.cpu_name(), cpu_count=os.cpu_count(), jax=jax.__version__,
-              xla_flags=os.environ.get('XLA_FLAGS', ''))
+              xla_flags=os.environ.get('XLA_FLAGS', ''),
+              # launch.sh's vit_jax/native/block_cache.c: CPU train steps ~20% apart with it
+              block_cache='vit_jax_block_cache' in os.environ.get('LD_PRELOAD', ''))
 
 
 def measure_ours(args, *, variant: str, mode: str, dtype: str, scan: bool, remat: bool,
