@@ -151,6 +151,13 @@ def test_benchmark_suites_write_jsonl_and_tables(tmp_path, monkeypatch):
       json.dumps(l) for l in (line('infer', 9.0, 0.4), line('train', 3.0, 0.5))))
   assert ('; bfloat16 ours / PyTorch is 0.40 to 0.50, and our bfloat16 train steps run 1.50 '
           'to 1.50 times as fast as our float32 ones.') in benchmarks.render(tmp_path)
+  # A step profile committed in another CPU's folder: its command writes it there.
+  (tmp_path / 'xeon9').mkdir()
+  (tmp_path / 'xeon9' / 'step_profile.md').write_text('| op kind | ms per step |')
+  assert (f'step_profile > {tmp_path}/xeon9/step_profile.md`'
+          in benchmarks.render(tmp_path / 'xeon9'))
+  assert (benchmarks._repo_path(benchmarks.RESULTS / 'zen9')  # pylint: disable=protected-access
+          == 'experiments/results/benchmarks/zen9')
   assert '| mu/8 | train | False | False |' in md and '| mu/8 | train | True | False |' in md
 
 
