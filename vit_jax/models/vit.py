@@ -148,7 +148,7 @@ class Dense(nn.Module):
     dot = dot_general(self.dtype)
     if dot is not jax.lax.dot_general:  # 16-bit compute on CPU
       return _dense_16bit(x, kernel, bias, k)
-    if jax.default_backend() == 'cpu':  # float32 on CPU
+    if jax.default_backend() == 'cpu':  # float32 (or --dot-out=native's 16-bit A/B) on CPU
       y = dot(x.reshape(-1, fan_in), kernel.reshape(fan_in, fan_out), _contract_last(1, 2))
       return (y + bias.reshape(fan_out)).reshape(x.shape[:-k] + features)
     return dot(x, kernel, _contract_last(k, x.ndim)) + bias
