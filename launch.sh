@@ -18,7 +18,8 @@
 #
 # Environment: PYTHON (interpreter used to create the venv, default python3),
 # VIT_JAX_VENV (venv location, default .venv next to this file), VIT_JAX_BLOCK_CACHE=0
-# (run without vit_jax/native/block_cache.c), CC (the compiler that builds it).
+# (run without vit_jax/native/block_cache.c), VIT_JAX_BLOCK_CACHE_BYTES (what it may keep
+# idle, default a quarter of the RAM), CC (the compiler that builds it).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 

@@ -54,22 +54,45 @@ print(json.dumps(dict(same=first == second, faults=faults, usable=usable, other=
 '''
 
 
-def probe(env):
-  out = subprocess.run([sys.executable, '-c', PROBE], env=env, capture_output=True, text=True)
+# Uses a block, then one of another size, then the first size again: the page faults of that
+# last touch say whether the first block was kept through the second.
+BUDGET_PROBE = PROBE.split('first = block()')[0] + r'''
+a = block(); touch(a); libc.free(a)
+b = block(SIZE + (8 << 20)); touch(b, SIZE + (8 << 20)); libc.free(b)
+print(json.dumps(dict(faults=touch(block()))))
+'''
+
+
+def probe(env, code=PROBE):
+  out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True)
   assert out.returncode == 0, out.stderr
   return json.loads(out.stdout)
 
 
-def test_a_freed_big_block_comes_back_mapped_and_other_memory_is_untouched(tmp_path):
-  lib = tmp_path / 'block_cache.so'
+@pytest.fixture(scope='module')
+def built(tmp_path_factory):
+  lib = tmp_path_factory.mktemp('block_cache') / 'block_cache.so'
   subprocess.run([os.environ.get('CC', 'cc'), '-O2', '-shared', '-fPIC', '-o', str(lib),
                   str(SOURCE), '-ldl', '-lpthread'], check=True)
+  return str(lib)
+
+
+def test_a_freed_big_block_comes_back_mapped_and_other_memory_is_untouched(built):
   env = {k: v for k, v in os.environ.items() if k != 'LD_PRELOAD'}
   without = probe(env)
-  cached = probe(dict(env, LD_PRELOAD=str(lib)))
+  cached = probe(dict(env, LD_PRELOAD=built))
   assert without['faults'] >= 40  # glibc unmapped it: every page is faulted in again
   assert cached['same'] and cached['faults'] < 10 and cached['aligned_alloc_reused']
   assert cached['usable'] >= 100 << 20 and cached['other'] and cached['kept'] == 'vit'
+
+
+def test_idle_blocks_are_unmapped_to_stay_within_the_budget(built):
+  """A process that runs many big steps must not keep them all (a benchmark suite was
+  killed for memory): past VIT_JAX_BLOCK_CACHE_BYTES, a new size unmaps the idle blocks."""
+  env = dict({k: v for k, v in os.environ.items() if k != 'LD_PRELOAD'}, LD_PRELOAD=built)
+  assert probe(env, BUDGET_PROBE)['faults'] < 10  # both fit a quarter of this machine's RAM
+  env['VIT_JAX_BLOCK_CACHE_BYTES'] = str(150 << 20)
+  assert probe(env, BUDGET_PROBE)['faults'] >= 40  # the first went for the second
 
 
 def test_launch_preloads_the_block_cache_unless_turned_off():

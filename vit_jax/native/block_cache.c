@@ -10,9 +10,11 @@
 //
 // Only posix_memalign / aligned_alloc / memalign requests of at least BLOCK_MIN bytes are
 // served here; every other allocation, and every pointer this file did not hand out, goes
-// to the real allocator. At most SLOTS blocks are kept; idle ones are unmapped when a
-// request of another size finds no free slot. The price is resident memory: an idle block
-// (a train step's, while evaluation runs) stays mapped until then.
+// to the real allocator. A request that no idle block fits unmaps idle blocks (largest
+// first) until the blocks kept plus the new one fit in the budget: a quarter of physical
+// memory, or VIT_JAX_BLOCK_CACHE_BYTES. A step that runs again and again keeps its block
+// whatever its size; a process that compiles many big steps (a benchmark suite) does not
+// keep them all: without the budget one ran out of 23 GiB and was killed.
 
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -20,7 +22,9 @@
 #include <pthread.h>
 #include <stddef.h>
 #include <string.h>
+#include <stdlib.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #define BLOCK_MIN (32UL << 20)
 #define HUGE_PAGE (2UL << 20)
@@ -39,26 +43,47 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void *next(const char *name) { return dlsym(RTLD_NEXT, name); }
 
+static size_t budget(void) {
+  static size_t bytes;
+  if (!bytes) {
+    const char *env = getenv("VIT_JAX_BLOCK_CACHE_BYTES");
+    bytes = env && *env ? strtoull(env, NULL, 10)
+                        : (size_t)sysconf(_SC_PHYS_PAGES) * (size_t)sysconf(_SC_PAGESIZE) / 4;
+  }
+  return bytes;
+}
+
+static void unmap(int i) {
+  munmap(slots[i].map, slots[i].length);
+  __atomic_store_n(&slots[i].block, NULL, __ATOMIC_RELEASE);
+}
+
 static void *take(size_t size) {
   size = (size + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
   pthread_mutex_lock(&lock);
-  int empty = -1;
+  size_t kept = 0;
   for (int i = 0; i < SLOTS; i++) {
     if (slots[i].block && !slots[i].in_use && slots[i].size == size) {
       slots[i].in_use = 1;
       pthread_mutex_unlock(&lock);
       return slots[i].block;
     }
-    if (!slots[i].block && empty < 0) empty = i;
+    if (slots[i].block) kept += slots[i].size;
   }
-  if (empty < 0) {  // full: unmap the idle blocks (of other sizes) to make room
+  int empty;
+  for (;;) {  // make room: a free slot, and the budget
+    int idle = -1;
+    empty = -1;
     for (int i = 0; i < SLOTS; i++) {
-      if (slots[i].block && !slots[i].in_use) {
-        munmap(slots[i].map, slots[i].length);
-        __atomic_store_n(&slots[i].block, NULL, __ATOMIC_RELEASE);
+      if (!slots[i].block) {
         if (empty < 0) empty = i;
+      } else if (!slots[i].in_use && (idle < 0 || slots[i].size > slots[idle].size)) {
+        idle = i;
       }
     }
+    if ((empty >= 0 && kept + size <= budget()) || idle < 0) break;
+    kept -= slots[idle].size;
+    unmap(idle);
   }
   void *block = NULL;
   if (empty >= 0) {
