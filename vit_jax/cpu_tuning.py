@@ -7,6 +7,11 @@ faster: Ti/16 inference +15% and train step +5%, B/16 +16% and +6% (the cpu_xla_
 table of experiments/results/benchmarks, from `python -m vit_jax.benchmark
 --xla-options=default,tuned`). On a Zen 3 without AVX-512 the choice holds too: Ti/16
 inference +7%, train step +7% (same command, batch 32, 5 repeats, 2026-11-30).
+On a Xeon with AMX (family 6 model 167) the choice splits: inference +5% (Ti/16) and +9%
+(B/16), train steps -9% and -5% (xeon_amx's cpu_xla_options table, 2026-12-02, with the 2-D
+float32 Dense and launch.sh's block cache; Ti/16 train 1.38 s under YNNPACK against 1.47-1.50
+in separate processes). One CPU with the train step the other way is not enough to split
+the choice by CPU and mode, so it stays one choice.
 For bfloat16 YNNPACK is the one that uses the CPU's bf16 dot-product instructions (334
 GFLOP/s against Eigen's ~190 with float32 accumulation), so bfloat16 keeps the default.
 None of the flag's other fusion types speeds up a float32 step (Ti/16 train step,
