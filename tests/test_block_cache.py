@@ -63,6 +63,11 @@ print(json.dumps(dict(faults=touch(block()))))
 '''
 
 
+def env_with(**extra):
+  """This environment without launch.sh's LD_PRELOAD, plus `extra`."""
+  return dict({k: v for k, v in os.environ.items() if k != 'LD_PRELOAD'}, **extra)
+
+
 def probe(env, code=PROBE):
   out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True)
   assert out.returncode == 0, out.stderr
@@ -78,9 +83,8 @@ def built(tmp_path_factory):
 
 
 def test_a_freed_big_block_comes_back_mapped_and_other_memory_is_untouched(built):
-  env = {k: v for k, v in os.environ.items() if k != 'LD_PRELOAD'}
-  without = probe(env)
-  cached = probe(dict(env, LD_PRELOAD=built))
+  without = probe(env_with())
+  cached = probe(env_with(LD_PRELOAD=built))
   assert without['faults'] >= 40  # glibc unmapped it: every page is faulted in again
   assert cached['same'] and cached['faults'] < 10 and cached['aligned_alloc_reused']
   assert cached['usable'] >= 100 << 20 and cached['other'] and cached['kept'] == 'vit'
@@ -89,10 +93,10 @@ def test_a_freed_big_block_comes_back_mapped_and_other_memory_is_untouched(built
 def test_idle_blocks_are_unmapped_to_stay_within_the_budget(built):
   """A process that runs many big steps must not keep them all (a benchmark suite was
   killed for memory): past VIT_JAX_BLOCK_CACHE_BYTES, a new size unmaps the idle blocks."""
-  env = dict({k: v for k, v in os.environ.items() if k != 'LD_PRELOAD'}, LD_PRELOAD=built)
-  assert probe(env, BUDGET_PROBE)['faults'] < 10  # both fit a quarter of this machine's RAM
-  env['VIT_JAX_BLOCK_CACHE_BYTES'] = str(150 << 20)
-  assert probe(env, BUDGET_PROBE)['faults'] >= 40  # the first went for the second
+  default = env_with(LD_PRELOAD=built)  # a quarter of the RAM: both blocks fit
+  assert probe(default, BUDGET_PROBE)['faults'] < 10
+  budget = env_with(LD_PRELOAD=built, VIT_JAX_BLOCK_CACHE_BYTES=str(150 << 20))
+  assert probe(budget, BUDGET_PROBE)['faults'] >= 40  # the first went for the second
 
 
 def test_launch_preloads_the_block_cache_unless_turned_off():

@@ -135,24 +135,26 @@ int posix_memalign(void **out, size_t alignment, size_t size) {
   return real(out, alignment, size);
 }
 
-void *aligned_alloc(size_t alignment, size_t size) {
-  static void *(*real)(size_t, size_t);
+typedef void *(*aligned_fn)(size_t, size_t);
+
+// aligned_alloc and memalign: served here, or by `*real` (looked up as `name`).
+static void *aligned(size_t alignment, size_t size, aligned_fn *real, const char *name) {
   if (served_here(alignment, size)) {
     void *block = take(size);
     if (block) return block;
   }
-  if (!real) real = next("aligned_alloc");
-  return real(alignment, size);
+  if (!*real) *real = (aligned_fn)next(name);
+  return (*real)(alignment, size);
+}
+
+void *aligned_alloc(size_t alignment, size_t size) {
+  static aligned_fn real;
+  return aligned(alignment, size, &real, "aligned_alloc");
 }
 
 void *memalign(size_t alignment, size_t size) {
-  static void *(*real)(size_t, size_t);
-  if (served_here(alignment, size)) {
-    void *block = take(size);
-    if (block) return block;
-  }
-  if (!real) real = next("memalign");
-  return real(alignment, size);
+  static aligned_fn real;
+  return aligned(alignment, size, &real, "memalign");
 }
 
 void free(void *p) {
