@@ -37,6 +37,10 @@ SUITES = {
         title="CPU, float32: XLA's default options against vit_jax.cpu_tuning's",
         args=['--variant=Ti/16,B/16', '--batch=32', '--mode=infer,train',
               '--xla-options=default,tuned', *FAST]),
+    'cpu_attention': dict(
+        title="CPU, float32: the C++ attention kernel against XLA's written-out attention",
+        args=['--variant=Ti/16,B/16', '--batch=32', '--mode=infer,train',
+              '--attention=auto,explicit', *FAST]),
     'cpu_compile_memory': dict(
         title='Compile time and XLA temporary memory of a train step, batch 32 '
               '(compiled, not run)',
@@ -117,15 +121,17 @@ def _peer_tables(lines):
                 'GFLOP/s (its BLAS), which bounds what the peer can do.')])
 
 
-def _options_table(lines):
+def _ab_table(lines, field: str, a: str, b: str, a_label: str, b_label: str):
+  """Images/s of the lines whose `field` is a against those where it is b, per variant and
+  mode."""
   by = {}
   for l in lines:
-    by.setdefault((l['variant'], l['mode']), {})[l['xla_options']] = l
-  rows = [[v, m, _f(o['default']['images_per_sec']), _f(o['tuned']['images_per_sec']),
-           f'{o["tuned"]["images_per_sec"] / o["default"]["images_per_sec"] - 1:+.0%}']
-          for (v, m), o in by.items() if {'default', 'tuned'} <= set(o)]
-  return _table(['variant', 'mode', 'XLA default images/s', 'cpu_tuning images/s',
-                 'change'], rows)
+    by.setdefault((l['variant'], l['mode']), {})[l[field]] = l
+  rows = [[v, m, _f(o[a]['images_per_sec']), _f(o[b]['images_per_sec']),
+           f'{o[b]["images_per_sec"] / o[a]["images_per_sec"] - 1:+.0%}']
+          for (v, m), o in by.items() if {a, b} <= set(o)]
+  return _table(['variant', 'mode', f'{a_label} images/s', f'{b_label} images/s', 'change'],
+                rows)
 
 
 def _gpu_table(lines):
@@ -191,7 +197,11 @@ def render(out_dir: Path) -> str:
     env = next((l for l in lines if 'cpu' in l), {})
     parts += ['', f'## {suite["title"]}', '']
     if name == 'cpu_xla_options':
-      parts += _options_table(lines)
+      parts += _ab_table(lines, 'xla_options', 'default', 'tuned', 'XLA default',
+                         'cpu_tuning')
+    elif name == 'cpu_attention':
+      parts += _ab_table(lines, 'attention', 'explicit', 'auto', 'XLA attention',
+                         'C++ kernel')
     elif name == 'cpu_compile_memory':
       parts += _memory_table(lines)
     elif suite.get('gpu'):

@@ -48,6 +48,7 @@ import numpy as np
 
 from vit_jax import cpu_tuning
 from vit_jax.models import get_model, resnet, variant_kwargs
+from vit_jax.native import cpu_attention
 
 
 def log(msg: str):
@@ -190,13 +191,16 @@ ATTENTION_PATHS = ('auto', 'sdpa', 'xla', 'cudnn', 'explicit', 'matmul', 'broadc
 
 @contextlib.contextmanager
 def attention_path(name: str):
-  """'auto' (the model's choice), 'sdpa' (jax.nn.dot_product_attention with the model's
-  implementation choice), 'xla' or 'cudnn' (dot_product_attention forced to that
-  implementation), 'explicit' (written out, heads-major), or the explicit path forced to
-  batched 'matmul's or to 'broadcast' products: for A/B timing of the formulations."""
+  """'auto' (the model's choice: on CPU, float32, the C++ kernel where it can), 'sdpa'
+  (jax.nn.dot_product_attention with the model's implementation choice), 'xla' or 'cudnn'
+  (dot_product_attention forced to that implementation), 'explicit' (written out,
+  heads-major), or the explicit path forced to batched 'matmul's or to 'broadcast'
+  products: for A/B timing of the formulations. All but 'auto' leave the C++ kernel out."""
   from vit_jax.models import vit  # pylint: disable=g-import-not-at-top
-  saved = vit.fused_attention_backend, vit.BROADCAST_ATTENTION_MAX, vit.sdpa_implementation
+  saved = (vit.fused_attention_backend, vit.BROADCAST_ATTENTION_MAX, vit.sdpa_implementation,
+           vit.CPU_ATTENTION_KERNEL)
   if name != 'auto':
+    vit.CPU_ATTENTION_KERNEL = False
     vit.fused_attention_backend = lambda: name in ('sdpa', 'xla', 'cudnn')
   if name in ('xla', 'cudnn'):
     vit.sdpa_implementation = lambda dtype: None if name == 'xla' else 'cudnn'
@@ -205,7 +209,8 @@ def attention_path(name: str):
   try:
     yield
   finally:
-    vit.fused_attention_backend, vit.BROADCAST_ATTENTION_MAX, vit.sdpa_implementation = saved
+    (vit.fused_attention_backend, vit.BROADCAST_ATTENTION_MAX, vit.sdpa_implementation,
+     vit.CPU_ATTENTION_KERNEL) = saved
 
 
 DOT_OUTPUTS = {'auto': None, 'float32': True, 'native': False}
@@ -227,8 +232,12 @@ def dot_output(name: str):
 
 def attention_kernel(compiled) -> str:
   """Which attention the compiled step runs: 'cudnn' when it calls cuDNN's fused
-  attention (the custom call __cudnn$fmha...), else 'xla' (XLA's own ops)."""
-  return 'cudnn' if 'cudnn$fmha' in compiled.as_text() else 'xla'
+  attention (the custom call __cudnn$fmha...), 'cpu_kernel' when it calls
+  vit_jax/native/cpu_attention.cc, else 'xla' (XLA's own ops)."""
+  text = compiled.as_text()
+  if 'cudnn$fmha' in text:
+    return 'cudnn'
+  return 'cpu_kernel' if cpu_attention.FORWARD in text else 'xla'
 
 
 def bench_ours(variant: str, *, mode: str, batch: int, image_size: int, dtype: str,

@@ -1,0 +1,109 @@
+"""vit_jax/native/cpu_attention.cc: the batch-parallel float32 attention kernel of the CPU
+path, built on first use, against XLA's attention, alone and inside the model."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vit_jax.models import get_model
+from vit_jax.models import vit
+from vit_jax.native import cpu_attention
+
+from conftest import REPO, random_head
+
+
+def xla_attention(q, k, v, scale):
+  q, k, v = (t.transpose(0, 2, 1, 3) for t in (q, k, v))
+  weights = jax.nn.softmax(jnp.einsum('bhqd,bhkd->bhqk', q * scale, k), axis=-1)
+  return jnp.einsum('bhqk,bhkd->bhqd', weights, v).transpose(0, 2, 1, 3)
+
+
+def test_kernel_builds_and_registers_here():
+  """The machines this repo runs on (CI included) have a C++ compiler: the kernel must
+  build, or the CPU path silently loses its attention speed-up."""
+  assert cpu_attention.available()
+
+
+# Token counts and head widths that leave partial register tiles (12 rows x 32 columns on
+# AVX-512, 6 x 16 on AVX2), a ViT's 197 x 64 heads, and cross-attention (Tq != Tk).
+@pytest.mark.parametrize('b,tq,tk,heads,dh', [(2, 37, 37, 3, 20), (1, 197, 197, 2, 64),
+                                              (3, 5, 50, 2, 33), (2, 1, 9, 4, 8)])
+def test_kernel_matches_xla_attention_forward_and_backward(b, tq, tk, heads, dh):
+  keys = jax.random.split(jax.random.key(0), 4)
+  q = jax.random.normal(keys[0], (b, tq, heads, dh)) * 2  # peaked softmaxes too
+  k, v = (jax.random.normal(key, (b, tk, heads, dh)) for key in keys[1:3])
+  ct = jax.random.normal(keys[3], (b, tq, heads, dh))
+  scale = 1 / np.sqrt(dh)
+  loss = lambda attend: lambda *a: jnp.sum(attend(*a, scale) * ct)  # noqa: E731
+  want, want_grads = jax.value_and_grad(loss(xla_attention), argnums=(0, 1, 2))(q, k, v)
+  got, got_grads = jax.jit(jax.value_and_grad(loss(cpu_attention.attention),
+                                              argnums=(0, 1, 2)))(q, k, v)
+  np.testing.assert_allclose(cpu_attention.attention(q, k, v, scale),
+                             xla_attention(q, k, v, scale), rtol=2e-5, atol=2e-6)
+  np.testing.assert_allclose(got, want, rtol=1e-4)
+  for g, w in zip(got_grads, want_grads):
+    np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5 * float(jnp.abs(w).max()))
+
+
+def test_kernel_rejects_inconsistent_shapes():
+  q = jnp.zeros((2, 5, 3, 8))
+  k = jnp.zeros((2, 5, 4, 8))  # 4 heads against q's 3
+  with pytest.raises(Exception, match='disagree on dimension 2'):
+    jax.block_until_ready(cpu_attention._forward(q, k, k, 1.0))
+
+
+def test_model_takes_the_kernel_on_one_cpu_with_the_same_outputs_and_gradients(monkeypatch):
+  """A ViT with 65 tokens of 16 dims (above vit.BROADCAST_ATTENTION_MAX) compiles to the
+  kernel's custom calls and agrees with the written-out XLA attention."""
+  model = get_model('mu/4', width=32, depth=2, mlp_dim=64, num_heads=2, num_classes=5)
+  x = jax.random.uniform(jax.random.key(1), (2, 32, 32, 3), minval=-1, maxval=1)
+  params = random_head(model.init(jax.random.key(0), x)['params'])
+  loss = lambda p: jnp.sum(model.apply({'params': p}, x, train=True)[0] ** 2)  # noqa: E731
+  assert vit.use_cpu_attention_kernel(jnp.float32, 65, 65, 16)
+  step = jax.jit(jax.value_and_grad(loss))
+  assert cpu_attention.BACKWARD in step.lower(params).compile().as_text()
+  value, grads = step(params)
+  monkeypatch.setattr(vit, 'CPU_ATTENTION_KERNEL', False)
+  xla_step = jax.jit(jax.value_and_grad(loss))
+  assert cpu_attention.FORWARD not in xla_step.lower(params).compile().as_text()
+  xla_value, xla_grads = xla_step(params)
+  np.testing.assert_allclose(value, xla_value, rtol=1e-5)
+  top = max(float(jnp.abs(g).max()) for g in jax.tree.leaves(xla_grads))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * top),
+               grads, xla_grads)
+
+
+def test_kernel_left_out_where_it_does_not_apply(monkeypatch):
+  assert not vit.use_cpu_attention_kernel(jnp.bfloat16, 197, 197, 64)  # 16-bit: XLA's
+  assert not vit.use_cpu_attention_kernel(jnp.float32, 17, 17, 16)  # broadcast products
+  monkeypatch.setattr(jax, 'device_count', lambda: 8)  # a sharded step: XLA's
+  assert not vit.use_cpu_attention_kernel(jnp.float32, 197, 197, 64)
+  monkeypatch.undo()
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+  assert not vit.use_cpu_attention_kernel(jnp.float32, 197, 197, 64)
+
+
+def test_build_is_cached_and_a_missing_compiler_is_named(tmp_path, monkeypatch):
+  lib = cpu_attention.build(tmp_path)
+  mtime = lib.stat().st_mtime_ns
+  assert cpu_attention.build(tmp_path) == lib and lib.stat().st_mtime_ns == mtime
+  assert [p.name for p in tmp_path.iterdir()] == [lib.name]  # no temporary left behind
+  monkeypatch.setenv('CXX', '/nonexistent/c++')
+  with pytest.raises(RuntimeError, match="C\\+\\+ compiler '/nonexistent/c\\+\\+'.*set CXX"):
+    cpu_attention.build(tmp_path)
+  assert [p.name for p in tmp_path.iterdir()] == [lib.name]
+
+
+def test_without_the_kernel_the_model_runs_xla_attention():
+  """VIT_JAX_CPU_ATTENTION=0 (or no compiler) leaves the kernel out; nothing else changes."""
+  code = ('import jax, jax.numpy as jnp; from vit_jax.models import vit; '
+          'print(vit.use_cpu_attention_kernel(jnp.float32, 197, 197, 64))')
+  env = {**os.environ, 'VIT_JAX_CPU_ATTENTION': '0'}
+  out = subprocess.run([sys.executable, '-c', code], cwd=REPO, env=env, check=True,
+                       capture_output=True, text=True).stdout
+  assert out.strip() == 'False'

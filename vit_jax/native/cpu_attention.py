@@ -1,0 +1,126 @@
+"""Float32 multi-head attention on the CPU as one batch-parallel custom call
+(cpu_attention.cc), with its own backward pass.
+
+XLA:CPU computes a ViT's attention as batched 197x197x64 matmuls, each split over all
+cores; the kernel here gives each (example, head) to one core instead and skips the
+transposes to and from heads-major layout. The C++ is compiled on first use with the C++
+compiler ($CXX, default c++) for this CPU (-march=native) into a cache folder
+($VIT_JAX_NATIVE_CACHE, default ~/.cache/vit_jax), keyed by the source, jaxlib and the CPU.
+Without a compiler, off x86-64/aarch64 Linux, or with VIT_JAX_CPU_ATTENTION=0, `available()`
+is False and the model keeps XLA's attention.
+"""
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+SOURCE = Path(__file__).with_name('cpu_attention.cc')
+FORWARD, BACKWARD = 'vit_jax_attention_forward', 'vit_jax_attention_backward'
+
+
+def _cache_dir() -> Path:
+  default = Path(os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache') / 'vit_jax'
+  return Path(os.environ.get('VIT_JAX_NATIVE_CACHE') or default)
+
+
+def _cpu_flags() -> str:
+  """What -march=native depends on: the CPU's model and feature flags."""
+  from vit_jax import cpu_tuning  # pylint: disable=g-import-not-at-top
+  try:
+    with open('/proc/cpuinfo') as f:
+      flags = next((line for line in f if line.startswith(('flags', 'Features'))), '')
+  except OSError:
+    flags = ''
+  return cpu_tuning.cpu_name() + flags
+
+
+def build(cache_dir=None) -> Path:
+  """The compiled library for this source, jaxlib and CPU: built once, then reused.
+
+  Raises RuntimeError (with the compiler's message) when it cannot be built."""
+  import jaxlib  # pylint: disable=g-import-not-at-top
+  cxx = os.environ.get('CXX', 'c++')
+  source = SOURCE.read_bytes()
+  key = hashlib.sha256(b'\0'.join(
+      [source, jaxlib.__version__.encode(), cxx.encode(), _cpu_flags().encode()])).hexdigest()
+  lib = Path(cache_dir or _cache_dir()) / f'cpu_attention-{key[:16]}.so'
+  if lib.exists():
+    return lib
+  lib.parent.mkdir(parents=True, exist_ok=True)
+  # Built under a temporary name and renamed: processes building at once (pytest workers)
+  # each get a whole library, and the last rename wins.
+  fd, tmp = tempfile.mkstemp(suffix='.so', dir=lib.parent)
+  os.close(fd)
+  cmd = [cxx, '-O3', '-march=native', '-std=c++17', '-shared', '-fPIC',
+         f'-I{jax.ffi.include_dir()}', '-o', tmp, str(SOURCE)]
+  try:
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+  except OSError as e:
+    os.unlink(tmp)
+    raise RuntimeError(f'cannot run the C++ compiler {cxx!r} ({e}); set CXX') from None
+  if result.returncode:
+    os.unlink(tmp)
+    raise RuntimeError(f'{" ".join(cmd)} failed:\n{result.stderr[-2000:]}')
+  os.replace(tmp, lib)
+  return lib
+
+
+@functools.lru_cache(maxsize=None)
+def available() -> bool:
+  """Whether the kernel is built and registered with XLA:CPU (built on the first call)."""
+  if os.environ.get('VIT_JAX_CPU_ATTENTION', '1') == '0':
+    return False
+  if (sys.platform != 'linux' or platform.machine() not in ('x86_64', 'aarch64')
+      or not hasattr(jax, 'ffi')):
+    return False
+  try:
+    lib = ctypes.cdll.LoadLibrary(str(build()))
+  except (RuntimeError, OSError) as e:
+    warnings.warn(f'vit_jax: CPU attention kernel unavailable, XLA attention instead: {e}')
+    return False
+  for name, symbol in ((FORWARD, lib.VitAttentionForward), (BACKWARD, lib.VitAttentionBackward)):
+    jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(symbol), platform='cpu')
+  return True
+
+
+def _forward(q, k, v, scale):
+  b, tq, heads, _ = q.shape
+  f32 = jnp.float32
+  return jax.ffi.ffi_call(
+      FORWARD, (jax.ShapeDtypeStruct(q.shape, f32),
+                jax.ShapeDtypeStruct((b, heads, tq, k.shape[1]), f32)),
+      vmap_method='sequential')(q, k, v, scale=np.float32(scale))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def attention(q, k, v, scale: float):
+  """softmax(scale q.k^T) v per head: q (B, Tq, K, Dh), k and v (B, Tk, K, Dh), float32 ->
+  (B, Tq, K, Dh). Needs available()."""
+  return _forward(q, k, v, scale)[0]
+
+
+def _attention_fwd(q, k, v, scale):
+  out, probs = _forward(q, k, v, scale)
+  return out, (q, k, v, out, probs)
+
+
+def _attention_bwd(scale, residuals, g):
+  q, k, v = residuals[:3]
+  f32 = jnp.float32
+  return jax.ffi.ffi_call(
+      BACKWARD, tuple(jax.ShapeDtypeStruct(t.shape, f32) for t in (q, k, v)),
+      vmap_method='sequential')(*residuals, g.astype(f32), scale=np.float32(scale))
+
+
+attention.defvjp(_attention_fwd, _attention_bwd)
