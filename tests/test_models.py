@@ -246,6 +246,29 @@ def test_dense_has_flaxs_parameters_and_outputs(theirs, kw, ndim):
     vit.Dense(4, axis=0).init(jax.random.key(0), x)
 
 
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+def test_layer_norm_has_flaxs_parameters_outputs_and_gradients(dtype):
+  """vit.LayerNorm (matrix-vector reductions for float32 on CPU, flax's own otherwise)
+  matches flax.linen.LayerNorm, including on rows with a large mean (fast variance)."""
+  import flax.linen as nn
+  from vit_jax.models import vit
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(2, 7, 48)) * 3 + rng.normal(size=(2, 7, 1)) * 20, dtype)
+  ours, theirs = vit.LayerNorm(dtype=dtype), nn.LayerNorm(dtype=dtype)
+  params = ours.init(jax.random.key(0), x)
+  assert jax.tree.map(np.shape, params) == jax.tree.map(np.shape, theirs.init(
+      jax.random.key(0), x))
+  params = jax.tree.map(lambda p: p + jnp.asarray(rng.normal(size=p.shape), p.dtype), params)
+  tol = dict(rtol=1e-5, atol=1e-5) if dtype == jnp.float32 else dict(rtol=2e-2, atol=2e-2)
+  np.testing.assert_allclose(ours.apply(params, x).astype(np.float32),
+                             theirs.apply(params, x).astype(np.float32), **tol)
+  ct = jnp.asarray(rng.normal(size=x.shape), dtype)
+  grads = [jax.grad(lambda p, x: jnp.sum(m.apply(p, x).astype(jnp.float32) * ct),
+                    argnums=(0, 1))(params, x) for m in (ours, theirs)]
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(
+      np.asarray(a, np.float32), np.asarray(b, np.float32), **tol), *grads)
+
+
 def test_init_is_deterministic_from_the_seed():
   model, x = tiny(), images()
   a, b, c = init(model, x, 0), init(model, x, 0), init(model, x, 1)
