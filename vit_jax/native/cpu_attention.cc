@@ -102,9 +102,10 @@ void PackB(View b, int k, int n, float* out) {
 }
 
 // C[rows x cols] (row stride ldc) = alpha * A[kRows x k] . B[k x kCols], B a packed panel.
-// A is a packed panel (kPacked: element (i, p) at a[p * kRows + i]) or kRows rows of a
-// row-major matrix (a[i * lda + p]), read in place.
-template <bool kPacked>
+// A's element (i, p) is at a[p * lda + i] (kColumns: a packed panel, lda = kRows, or
+// kRows columns of a column-major matrix) or at a[i * lda + p] (kRows rows of a row-major
+// matrix).
+template <bool kColumns>
 void Tile(int k, const float* a, int64_t lda, const float* b, float alpha, float* c,
           int64_t ldc, int rows, int cols) {
   vf acc[kRows][2] = {};
@@ -112,7 +113,7 @@ void Tile(int k, const float* a, int64_t lda, const float* b, float alpha, float
     vf b0 = Load(b), b1 = Load(b + kLanes);
 #pragma GCC unroll 16
     for (int i = 0; i < kRows; ++i) {
-      vf ai = Splat(kPacked ? a[p * kRows + i] : a[i * lda + p]);
+      vf ai = Splat(kColumns ? a[p * lda + i] : a[i * lda + p]);
       acc[i][0] += ai * b0;
       acc[i][1] += ai * b1;
     }
@@ -146,13 +147,14 @@ Scratch& ThreadScratch() {
   return scratch;
 }
 
-// C (m x n, row stride ldc) = alpha * A (m x k) . B (k x n). B is packed; so is A unless it
-// is row-major, when its whole row panels are read in place (packing the softmax's 197x197
-// output cost a fifth of the matmul).
+// C (m x n, row stride ldc) = alpha * A (m x k) . B (k x n). B is packed. A is read in
+// place when it is row- or column-major (the softmax's 197x197 output, and its transpose
+// in the backward pass: packing it cost a fifth of a matmul), except for a last partial
+// panel of rows, which is packed with zeros.
 void Gemm(View a, View b, int m, int n, int k, float alpha, float* c, int64_t ldc) {
   Scratch& s = ThreadScratch();
-  bool in_place = a.cs == 1;
-  int packed_from = in_place ? m / kRows * kRows : 0;  // the rows that need packing
+  bool rows = a.cs == 1, columns = !rows && a.rs == 1;
+  int packed_from = rows || columns ? m / kRows * kRows : 0;
   float* ap = s.Get(s.a, size_t(RoundUp(m - packed_from, kRows)) * k);
   float* bp = s.Get(s.b, size_t(RoundUp(n, kCols)) * k);
   PackA(View{a.data + packed_from * a.rs, a.rs, a.cs}, m - packed_from, k, ap);
@@ -160,10 +162,15 @@ void Gemm(View a, View b, int m, int n, int k, float alpha, float* c, int64_t ld
   for (int j = 0; j < n; j += kCols) {  // one B panel stays in L1 over all row panels
     const float* bj = bp + int64_t(j) * k;
     int cols = std::min(kCols, n - j);
-    for (int i = 0; i < packed_from; i += kRows)
-      Tile<false>(k, a.data + i * a.rs, a.rs, bj, alpha, c + i * ldc + j, ldc, kRows, cols);
+    for (int i = 0; i < packed_from; i += kRows) {
+      float* cij = c + i * ldc + j;
+      if (rows)
+        Tile<false>(k, a.data + i * a.rs, a.rs, bj, alpha, cij, ldc, kRows, cols);
+      else
+        Tile<true>(k, a.data + i, a.cs, bj, alpha, cij, ldc, kRows, cols);
+    }
     for (int i = packed_from; i < m; i += kRows)
-      Tile<true>(k, ap + int64_t(i - packed_from) * k, 0, bj, alpha, c + i * ldc + j, ldc,
+      Tile<true>(k, ap + int64_t(i - packed_from) * k, kRows, bj, alpha, c + i * ldc + j, ldc,
                  std::min(kRows, m - i), cols);
   }
 }
