@@ -52,7 +52,7 @@ def run_cli(*args):
 
 def test_cli_measures_ours_and_pytorch_with_ratios():
   lines, err = run_cli('--variant=mu/8', '--image-size=32', '--batch=4', '--mode=infer,train',
-                       '--repeats=3', '--warmup=1', '--peak-size=256', '--num-classes=10',
+                       '--repeats=3', '--warmup=1', '--peak-size=64,256', '--num-classes=10',
                        '--compare-torch=eager')
   ours = [l for l in lines if l['impl'] == 'vit_jax']
   torch = [l for l in lines if l['impl'] == 'hf_torch_eager']
@@ -76,6 +76,9 @@ def test_cli_measures_ours_and_pytorch_with_ratios():
     assert peer['mfu'] == pytest.approx(peer['achieved_gflops'] / peer['peak_gflops'])
   assert torch[0]['peak_gflops'] == torch[1]['peak_gflops']
   assert 'MFU' in err and 'of its own float32 matmul peak' in err
+  # The peak is the best of the sizes: a 64^2 product is all call overhead next to 256^2.
+  assert 'the best of [64, 256]' in err
+  assert {l['peak_matmul_size'] for l in lines} == {256}
 
 
 def test_compile_only_reports_memory_with_and_without_scan_and_remat():
