@@ -238,7 +238,8 @@ def attention_kernel(compiled) -> str:
   text = compiled.as_text()
   if 'cudnn$fmha' in text:
     return 'cudnn'
-  return 'cpu_kernel' if cpu_attention.FORWARD in text else 'xla'
+  return ('cpu_kernel' if any(t in text for t in (cpu_attention.FORWARD, cpu_attention.INFERENCE))
+          else 'xla')
 
 
 def bench_ours(variant: str, *, mode: str, batch: int, image_size: int, dtype: str,

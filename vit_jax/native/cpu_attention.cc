@@ -289,25 +289,35 @@ ffi::ErrorOr<Shape> CheckShapes(Array& q, Array& k,
   return Shape{dq[0], dq[1], dk[1], dq[2], dq[3]};
 }
 
-ffi::Error Forward(ffi::ThreadPool pool, float scale, Array q,
-                   Array k, Array v,
-                   ffi::Result<Array> out, ffi::Result<Array> probs) {
+// out = softmax(scale q.k^T) v; the softmax goes to `probs` when it is given (for the
+// backward pass), else it stays in per-thread scratch (inference: nothing written back).
+ffi::Error Attend(ffi::ThreadPool& pool, float scale, Array& q, Array& k, Array& v,
+                  float* od, float* pd) {
   auto shape = CheckShapes(q, k, v);
   if (shape.has_error()) return shape.error();
   Shape s = *shape;
   const int64_t row = s.heads * s.dim;  // the stride between tokens of one head
   const float *qd = q.typed_data(), *kd = k.typed_data(), *vd = v.typed_data();
-  float *od = out->typed_data(), *pd = probs->typed_data();
   ParallelFor(pool, s.batch * s.heads, [=](int64_t task) {
     int64_t b = task / s.heads, h = task % s.heads;
     int64_t qo = b * s.tq * row + h * s.dim, ko = b * s.tk * row + h * s.dim;
-    float* p = pd + task * s.tq * s.tk;
-    // p = softmax(scale q . k^T); out = p . v
+    Scratch& scratch = ThreadScratch();
+    float* p = pd ? pd + task * s.tq * s.tk : scratch.Get(scratch.t, size_t(s.tq) * s.tk);
     Gemm(View{qd + qo, row, 1}, View{kd + ko, 1, row}, s.tq, s.tk, s.dim, scale, p, s.tk);
     Softmax(p, s.tq, s.tk);
     Gemm(View{p, s.tk, 1}, View{vd + ko, row, 1}, s.tq, s.dim, s.tk, 1.f, od + qo, row);
   });
   return ffi::Error::Success();
+}
+
+ffi::Error Forward(ffi::ThreadPool pool, float scale, Array q, Array k, Array v,
+                   ffi::Result<Array> out, ffi::Result<Array> probs) {
+  return Attend(pool, scale, q, k, v, out->typed_data(), probs->typed_data());
+}
+
+ffi::Error Inference(ffi::ThreadPool pool, float scale, Array q, Array k, Array v,
+                     ffi::Result<Array> out) {
+  return Attend(pool, scale, q, k, v, out->typed_data(), nullptr);
 }
 
 ffi::Error Backward(ffi::ThreadPool pool, float scale, Array q,
@@ -357,6 +367,15 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(VitAttentionForward, Forward,
                                   .Arg<Array>()
                                   .Arg<Array>()
                                   .Ret<Array>()
+                                  .Ret<Array>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(VitAttentionInference, Inference,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Attr<float>("scale")
+                                  .Arg<Array>()
+                                  .Arg<Array>()
+                                  .Arg<Array>()
                                   .Ret<Array>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(VitAttentionBackward, Backward,

@@ -27,6 +27,7 @@ import numpy as np
 
 SOURCE = Path(__file__).with_name('cpu_attention.cc')
 FORWARD, BACKWARD = 'vit_jax_attention_forward', 'vit_jax_attention_backward'
+INFERENCE = 'vit_jax_attention_inference'  # the forward pass without saving the softmax
 
 
 def _cache_dir() -> Path:
@@ -89,7 +90,8 @@ def available() -> bool:
   except (RuntimeError, OSError) as e:
     warnings.warn(f'vit_jax: CPU attention kernel unavailable, XLA attention instead: {e}')
     return False
-  for name, symbol in ((FORWARD, lib.VitAttentionForward), (BACKWARD, lib.VitAttentionBackward)):
+  for name, symbol in ((FORWARD, lib.VitAttentionForward), (BACKWARD, lib.VitAttentionBackward),
+                       (INFERENCE, lib.VitAttentionInference)):
     jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(symbol), platform='cpu')
   return True
 
@@ -106,8 +108,11 @@ def _forward(q, k, v, scale):
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def attention(q, k, v, scale: float):
   """softmax(scale q.k^T) v per head: q (B, Tq, K, Dh), k and v (B, Tk, K, Dh), float32 ->
-  (B, Tq, K, Dh). Needs available()."""
-  return _forward(q, k, v, scale)[0]
+  (B, Tq, K, Dh). Needs available(). Not differentiated (inference), the softmax is not
+  written out: inference 2-3% faster (S/16 1.34 to 1.30 s, Ti/16 415 to 403 ms, batch 32,
+  interleaved medians, Xeon VM)."""
+  return jax.ffi.ffi_call(INFERENCE, jax.ShapeDtypeStruct(q.shape, jnp.float32),
+                          vmap_method='sequential')(q, k, v, scale=np.float32(scale))
 
 
 def _attention_fwd(q, k, v, scale):
