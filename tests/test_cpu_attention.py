@@ -2,6 +2,7 @@
 path, built on first use, against XLA's attention, alone and inside the model."""
 
 import os
+import platform
 import subprocess
 import sys
 
@@ -51,6 +52,51 @@ def test_kernel_matches_xla_attention_forward_and_backward(b, tq, tk, heads, dh)
   np.testing.assert_allclose(got, want, rtol=1e-4)
   for g, w in zip(got_grads, want_grads):
     np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5 * float(jnp.abs(w).max()))
+
+
+def _cpu_has(flag: str) -> bool:
+  with open('/proc/cpuinfo') as f:
+    return flag in next(line for line in f if line.startswith('flags')).split()
+
+
+def test_every_vector_width_computes_the_same_attention(tmp_path):
+  """The kernel's register tiles depend on the vector width it is built for: 512-bit
+  (AVX-512, 12x32 tiles), 256-bit (AVX2, 6x16) and 128-bit (the x86-64 baseline, 6x8).
+  Each build this CPU can run is registered under its own names and checked against XLA,
+  forward, inference and backward, on shapes that leave partial tiles."""
+  import ctypes
+  if platform.machine() != 'x86_64':
+    marches = ['native']
+  else:
+    marches = ['x86-64'] + ['haswell'] * _cpu_has('avx2') + ['skylake-avx512'] * _cpu_has(
+        'avx512f')
+  b, tq, tk, heads, dh = 2, 29, 23, 3, 20
+  keys = jax.random.split(jax.random.key(0), 4)
+  q = jax.random.normal(keys[0], (b, tq, heads, dh))
+  k, v = (jax.random.normal(key, (b, tk, heads, dh)) for key in keys[1:3])
+  g = jax.random.normal(keys[3], (b, tq, heads, dh))
+  scale = np.float32(0.3)
+  want, vjp = jax.vjp(lambda *a: xla_attention(*a, scale), q, k, v)
+  want_grads = vjp(g)
+  f32 = lambda shape: jax.ShapeDtypeStruct(shape, jnp.float32)  # noqa: E731
+  for march in marches:
+    lib = ctypes.cdll.LoadLibrary(str(cpu_attention.build(tmp_path, march=march)))
+    names = {}
+    for symbol in ('VitAttentionForward', 'VitAttentionInference', 'VitAttentionBackward'):
+      names[symbol] = f'vit_jax_test_{march}_{symbol}'
+      jax.ffi.register_ffi_target(names[symbol], jax.ffi.pycapsule(getattr(lib, symbol)),
+                                  platform='cpu')
+    out, probs = jax.ffi.ffi_call(names['VitAttentionForward'], (
+        f32(q.shape), f32((b, heads, tq, tk))))(q, k, v, scale=scale)
+    inference = jax.ffi.ffi_call(names['VitAttentionInference'], f32(q.shape))(
+        q, k, v, scale=scale)
+    grads = jax.ffi.ffi_call(names['VitAttentionBackward'], (
+        f32(q.shape), f32(k.shape), f32(v.shape)))(q, k, v, out, probs, g, scale=scale)
+    for got in (out, inference):
+      np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6, err_msg=march)
+    for got, w in zip(grads, want_grads):
+      np.testing.assert_allclose(got, w, rtol=1e-4, atol=1e-5 * float(jnp.abs(w).max()),
+                                 err_msg=march)
 
 
 def test_kernel_rejects_inconsistent_shapes():

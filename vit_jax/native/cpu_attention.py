@@ -5,7 +5,8 @@ XLA:CPU computes a ViT's attention as batched 197x197x64 matmuls, each split ove
 cores; the kernel here gives each (example, head) to one core instead and skips the
 transposes to and from heads-major layout. The C++ is compiled on first use with the C++
 compiler ($CXX, default c++) for this CPU (-march=native) into a cache folder
-($VIT_JAX_NATIVE_CACHE, default ~/.cache/vit_jax), keyed by the source, jaxlib and the CPU.
+($VIT_JAX_NATIVE_CACHE, default ~/.cache/vit_jax, or a temp folder where that is not
+writable), keyed by the source, jaxlib and the CPU.
 Without a compiler, off x86-64/aarch64 Linux, or with VIT_JAX_CPU_ATTENTION=0, `available()`
 is False and the model keeps XLA's attention.
 """
@@ -31,8 +32,17 @@ INFERENCE = 'vit_jax_attention_inference'  # the forward pass without saving the
 
 
 def _cache_dir() -> Path:
-  default = Path(os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache') / 'vit_jax'
-  return Path(os.environ.get('VIT_JAX_NATIVE_CACHE') or default)
+  """$VIT_JAX_NATIVE_CACHE, else ~/.cache/vit_jax, else (a read-only home) a temp folder."""
+  if os.environ.get('VIT_JAX_NATIVE_CACHE'):
+    return Path(os.environ['VIT_JAX_NATIVE_CACHE'])
+  home = Path(os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache') / 'vit_jax'
+  try:
+    home.mkdir(parents=True, exist_ok=True)
+    if os.access(home, os.W_OK):
+      return home
+  except OSError:
+    pass
+  return Path(tempfile.gettempdir()) / f'vit_jax-{os.getuid()}'
 
 
 def _cpu_flags() -> str:
@@ -46,24 +56,26 @@ def _cpu_flags() -> str:
   return cpu_tuning.cpu_name() + flags
 
 
-def build(cache_dir=None) -> Path:
-  """The compiled library for this source, jaxlib and CPU: built once, then reused.
+def build(cache_dir=None, march: str = 'native') -> Path:
+  """The compiled library for this source, jaxlib and CPU (-march=`march`): built once,
+  then reused.
 
   Raises RuntimeError (with the compiler's message) when it cannot be built."""
   import jaxlib  # pylint: disable=g-import-not-at-top
   cxx = os.environ.get('CXX', 'c++')
   source = SOURCE.read_bytes()
   key = hashlib.sha256(b'\0'.join(
-      [source, jaxlib.__version__.encode(), cxx.encode(), _cpu_flags().encode()])).hexdigest()
+      [source, jaxlib.__version__.encode(), cxx.encode(), march.encode(),
+       _cpu_flags().encode()])).hexdigest()
   lib = Path(cache_dir or _cache_dir()) / f'cpu_attention-{key[:16]}.so'
   if lib.exists():
     return lib
-  lib.parent.mkdir(parents=True, exist_ok=True)
+  lib.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
   # Built under a temporary name and renamed: processes building at once (pytest workers)
   # each get a whole library, and the last rename wins.
   fd, tmp = tempfile.mkstemp(suffix='.so', dir=lib.parent)
   os.close(fd)
-  cmd = [cxx, '-O3', '-march=native', '-std=c++17', '-shared', '-fPIC',
+  cmd = [cxx, '-O3', f'-march={march}', '-std=c++17', '-shared', '-fPIC',
          f'-I{jax.ffi.include_dir()}', '-o', tmp, str(SOURCE)]
   try:
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
