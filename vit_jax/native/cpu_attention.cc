@@ -357,37 +357,21 @@ ffi::Error Backward(ffi::ThreadPool pool, float scale, Array q,
   return ffi::Error::Success();
 }
 
+// What every handler binds first: XLA's thread pool, the scale, q, k and v.
+auto BindQkv() {
+  return ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Attr<float>("scale").Arg<Array>().Arg<Array>()
+      .Arg<Array>();
+}
+
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(VitAttentionForward, Forward,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Attr<float>("scale")
-                                  .Arg<Array>()
-                                  .Arg<Array>()
-                                  .Arg<Array>()
-                                  .Ret<Array>()
-                                  .Ret<Array>());
+                              BindQkv().Ret<Array>().Ret<Array>());  // out, probs
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(VitAttentionInference, Inference,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Attr<float>("scale")
-                                  .Arg<Array>()
-                                  .Arg<Array>()
-                                  .Arg<Array>()
-                                  .Ret<Array>());
+                              BindQkv().Ret<Array>());  // out
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(VitAttentionBackward, Backward,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Attr<float>("scale")
-                                  .Arg<Array>()
-                                  .Arg<Array>()
-                                  .Arg<Array>()
-                                  .Arg<Array>()
-                                  .Arg<Array>()
-                                  .Arg<Array>()
-                                  .Ret<Array>()
-                                  .Ret<Array>()
-                                  .Ret<Array>());
+                              BindQkv()  // then out, probs, dout -> dq, dk, dv
+                                  .Arg<Array>().Arg<Array>().Arg<Array>()
+                                  .Ret<Array>().Ret<Array>().Ret<Array>());
