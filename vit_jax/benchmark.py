@@ -192,7 +192,7 @@ ATTENTION_PATHS = ('auto', 'sdpa', 'xla', 'cudnn', 'explicit', 'matmul', 'broadc
 
 @contextlib.contextmanager
 def attention_path(name: str):
-  """'auto' (the model's choice: on CPU, float32, the C++ kernel where it can), 'sdpa'
+  """'auto' (the model's choice: on CPU the C++ kernel where it can), 'sdpa'
   (jax.nn.dot_product_attention with the model's implementation choice), 'xla' or 'cudnn'
   (dot_product_attention forced to that implementation), 'explicit' (written out,
   heads-major), or the explicit path forced to batched 'matmul's or to 'broadcast'

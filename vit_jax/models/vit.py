@@ -225,13 +225,16 @@ class LayerNorm(nn.Module):
   @nn.compact
   def __call__(self, x):
     d = x.shape[-1]
-    params = dict(scale=self.param('scale', nn.initializers.ones_init(), (d,), self.param_dtype),
-                  bias=self.param('bias', nn.initializers.zeros_init(), (d,), self.param_dtype))
+    param = lambda name, init: self.param(name, init, (d,), self.param_dtype)  # noqa: E731
+    params = dict(scale=param('scale', nn.initializers.ones_init()),
+                  bias=param('bias', nn.initializers.zeros_init()))
     if jax.default_backend() == 'cpu' and jnp.dtype(self.dtype) == jnp.float32:
-      y = _layer_norm_2d(x.reshape(-1, d).astype(jnp.float32), params['scale'].astype(jnp.float32),
-                         params['bias'].astype(jnp.float32), self.epsilon)
+      f32 = lambda a: a.astype(jnp.float32)  # noqa: E731
+      y = _layer_norm_2d(f32(x.reshape(-1, d)), f32(params['scale']), f32(params['bias']),
+                         self.epsilon)
       return y.reshape(x.shape)
-    flax_norm = nn.LayerNorm(epsilon=self.epsilon, dtype=self.dtype, param_dtype=self.param_dtype)
+    flax_norm = nn.LayerNorm(epsilon=self.epsilon, dtype=self.dtype,
+                             param_dtype=self.param_dtype)
     return flax_norm.apply({'params': params}, x)
 
 
@@ -271,7 +274,8 @@ def fused_attention_backend() -> bool:
   return jax.default_backend() == 'gpu'
 
 
-# Whether attention on a CPU runs vit_jax/native/cpu_attention.cc (True), never
+# False keeps XLA's attention on the CPU (the benchmark's --attention A/Bs set it); else
+# vit_jax/native/cpu_attention.cc runs wherever use_cpu_attention_kernel allows.
 CPU_ATTENTION_KERNEL: Optional[bool] = None
 
 
@@ -286,8 +290,8 @@ def use_cpu_attention_kernel(tq: int, tk: int, dh: int) -> bool:
   inference unchanged within noise (Ti/16 327 against 319 ms)."""
   if CPU_ATTENTION_KERNEL is False:
     return False
-  return (jax.default_backend() == 'cpu' and jax.device_count() == 1 and tq * tk * dh > BROADCAST_ATTENTION_MAX
-          and cpu_attention.available())
+  return (jax.default_backend() == 'cpu' and jax.device_count() == 1
+          and tq * tk * dh > BROADCAST_ATTENTION_MAX and cpu_attention.available())
 
 
 def sdpa_implementation(dtype) -> Optional[str]:
