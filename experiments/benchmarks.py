@@ -229,8 +229,8 @@ def render(out_dir: Path) -> str:
        'cotangent, which XLA then runs in float32, and sum each bias gradient in 16 bits, '
        'rounding after every addition (slow, and ~3% off over a batch of tokens). On a '
        'Xeon with AMX they made bfloat16 train steps 1.7-1.9x faster (Ti/16 15.0 to 26.1 '
-       'images/s, B/16 2.0 to 3.7); they run 1.4-1.9x as fast as float32 ones there, 2-D '
-       'float32 Dense included. On the Zen 4 an '
+       'images/s, B/16 2.0 to 3.7); how much faster than float32 ones they run there is in '
+       'the summary line of each CPU. On the Zen 4 an '
        'earlier VJP for the backward dots alone did not speed up a step. bfloat16 '
        'inference is faster than float32 wherever the matmuls dominate (S/16 and B/16 on '
        'every CPU here).'),
