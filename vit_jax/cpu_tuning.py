@@ -10,8 +10,9 @@ inference +7%, train step +7% (same command, batch 32, 5 repeats, 2026-11-30).
 On a Xeon with AMX (family 6 model 167) the choice splits: inference +5% (Ti/16) and +9%
 (B/16), train steps -9% and -5% (xeon_amx's cpu_xla_options table, 2026-12-02, with the 2-D
 float32 Dense and launch.sh's block cache; Ti/16 train 1.38 s under YNNPACK against 1.47-1.50
-in separate processes). One CPU with the train step the other way is not enough to split
-the choice by CPU and mode, so it stays one choice.
+in separate processes). With attention in vit_jax/native/cpu_attention.cc (no longer XLA
+dots) the split went away there: Ti/16 +14% and +11%, B/16 +3% and +8% (inference, train;
+the same table rerun later on 2026-12-02), so it stays one choice.
 For bfloat16 YNNPACK is the one that uses the CPU's bf16 dot-product instructions (334
 GFLOP/s against Eigen's ~190 with float32 accumulation), so bfloat16 keeps the default.
 None of the flag's other fusion types speeds up a float32 step (Ti/16 train step,
