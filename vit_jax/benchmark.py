@@ -344,11 +344,11 @@ def bench_torch(variant: str, *, mode: str, batch: int, image_size: int, dtype: 
 _TORCH_PEAKS: dict = {}
 
 
-# Square matmul sizes the peak is the best of: {on CPU: ..., else: ...}. On a 2-core Xeon VM
+# Square matmul sizes the peak is the best of, per backend (8192 elsewhere). On a 2-core Xeon VM
 # XLA:CPU's 4096^2 float32 product ran at 274 GFLOP/s against 303-312 for 2048^2 and
 # 3072^2 (and 313 for B/16's 6304x768x3072): against 4096^2 alone B/16 inference showed an
 # MFU of 106%.
-DEFAULT_PEAK_SIZES = {True: '2048,3072,4096', False: '8192'}
+DEFAULT_PEAK_SIZES = {'cpu': '2048,3072,4096'}
 
 
 def torch_matmul_peak(dtype: str, size: int, repeats: int = 5) -> float:
@@ -416,8 +416,8 @@ def measure_torch(args, kind: str, *, variant: str, mode: str, dtype: str, flops
   except Exception as e:  # noqa: BLE001  (torch.compile fails in many ways)
     log(f'  PyTorch {kind} failed: {type(e).__name__}: {str(e)[:300]}')
     return dict(error=f'{type(e).__name__}: {str(e)[:300]}')
-  peak_gflops, peak_size = max((torch_matmul_peak(dtype, n), n) for n in peak_sizes)
-  achieved, peak = flops * t['images_per_sec'] / 1e9, peak_gflops
+  peak, peak_size = max((torch_matmul_peak(dtype, n), n) for n in peak_sizes)
+  achieved = flops * t['images_per_sec'] / 1e9
   log(f'  {t["images_per_sec"]:.1f} images/s, {t["step_ms_median"]:.1f} ms/step, MFU '
       f'{achieved / peak:.1%} of its own {dtype} matmul peak ({peak:.0f} GFLOP/s)')
   return dict(impl=f'hf_torch_{kind}', variant=variant, mode=mode, batch=args.batch,
@@ -435,8 +435,8 @@ def run(args) -> list[dict]:
   env = _environment()
   log(f'benchmark on {env["backend"]} ({env["device"]} x{env["devices"]}; {env["cpu"]}, '
       f'{env["cpu_count"]} cores), jax {env["jax"]}')
-  peak_sizes = [int(n) for n in (args.peak_size or DEFAULT_PEAK_SIZES[env['backend'] == 'cpu'])
-                .split(',')]
+  sizes = args.peak_size or DEFAULT_PEAK_SIZES.get(env['backend'], '8192')
+  peak_sizes = [int(n) for n in sizes.split(',')]
   kinds = args.compare_torch.split(',') if args.compare_torch and not args.compile_only else []
   ours = []
   for dtype in args.dtype.split(','):

@@ -46,11 +46,8 @@ def compiler_options(dtype='float32') -> dict:
   return {}
 
 
-def cpu_name(cpuinfo: str = '/proc/cpuinfo') -> str:
-  """The host CPU as timings need it named: 'AMD EPYC (family 25 model 1, AVX2)'. Two
-  machines both called "AMD EPYC" here differ up to 1.5x in speed (a Zen 3 without
-  AVX-512 and a Zen 4 with it), so every recorded timing carries the model, the widest
-  vector ISA and whether the CPU has AMX matrix tiles."""
+def cpu_info(cpuinfo: str = '/proc/cpuinfo') -> dict:
+  """The first processor's fields of /proc/cpuinfo ({} where there is none)."""
   info = {}
   try:
     with open(cpuinfo) as f:
@@ -61,6 +58,15 @@ def cpu_name(cpuinfo: str = '/proc/cpuinfo') -> str:
         info[key.strip()] = value.strip()
   except OSError:
     pass
+  return info
+
+
+def cpu_name(cpuinfo: str = '/proc/cpuinfo') -> str:
+  """The host CPU as timings need it named: 'AMD EPYC (family 25 model 1, AVX2)'. Two
+  machines both called "AMD EPYC" here differ up to 1.5x in speed (a Zen 3 without
+  AVX-512 and a Zen 4 with it), so every recorded timing carries the model, the widest
+  vector ISA and whether the CPU has AMX matrix tiles."""
+  info = cpu_info(cpuinfo)
   parts = []
   if 'cpu family' in info or 'model' in info:  # x86; ARM kernels list other fields
     parts.append(f"family {info.get('cpu family', '?')} model {info.get('model', '?')}")

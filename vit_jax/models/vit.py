@@ -109,13 +109,23 @@ def _dense_16bit_bwd(k, residuals, g):
 _dense_16bit.defvjp(_dense_16bit_fwd, _dense_16bit_bwd)
 
 
+# Sums over the rows or columns of a 2-D float32 array on CPU, as matrix-vector products:
+# XLA:CPU rewrites a plain sum into a slow two-level reduce-window (6.7 ms for the column
+# sum of a 6304x768 bias gradient in a Ti/16 train step, `experiments.step_profile`; 1.4 ms
+# as a product). _dense_2d and _layer_norm_2d take their sums here.
+def _column_sum(x):
+  return jnp.ones((x.shape[0],), x.dtype) @ x
+
+
+def _row_mean(x):
+  return x @ jnp.full((x.shape[1],), 1 / x.shape[1], x.dtype)
+
+
 @jax.custom_vjp
 def _dense_2d(x, w, b):
   """x (tokens, fan_in) . w (fan_in, fan_out) + b, for float32 on CPU, with the bias
-  gradient as a matrix-vector product: XLA:CPU computes the column sum JAX would write as
-  a two-level reduce-window, 6.7 ms for a 6304x768 cotangent in a Ti/16 train step
-  (`experiments.step_profile`); the ones-vector product takes 1.4 ms. Ti/16 train step
-  1.20 to 1.16 s (interleaved medians, Xeon VM, batch 32)."""
+  gradient a _column_sum: Ti/16 train step 1.20 to 1.16 s (interleaved medians, Xeon VM,
+  batch 32)."""
   return x @ w + b
 
 
@@ -125,7 +135,7 @@ def _dense_2d_fwd(x, w, b):
 
 def _dense_2d_bwd(residuals, g):
   x, w = residuals
-  return g @ w.T, x.T @ g, jnp.ones((g.shape[0],), g.dtype) @ g
+  return g @ w.T, x.T @ g, _column_sum(g)
 
 
 _dense_2d.defvjp(_dense_2d_fwd, _dense_2d_bwd)
@@ -181,15 +191,11 @@ class Dense(nn.Module):
     return dot(x, kernel, _contract_last(k, x.ndim)) + bias
 
 
-def _row_mean(x):
-  return x @ jnp.full((x.shape[1],), 1 / x.shape[1], x.dtype)
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def _layer_norm_2d(x, scale, bias, epsilon):
   """flax's LayerNorm (fast variance) of x (rows, features), float32 on CPU, with every
-  reduction a matrix-vector product: XLA:CPU rewrites the row and column sums of JAX's
-  own formulation into slow two-level reduce-windows (93 ms of a traced Ti/16 train step)."""
+  reduction a matrix-vector product (_row_mean, _column_sum): JAX's own formulation spent
+  93 ms of a traced Ti/16 train step in XLA:CPU's reduce-windows."""
   return _layer_norm_2d_fwd(x, scale, bias, epsilon)[0]
 
 
@@ -206,8 +212,7 @@ def _layer_norm_2d_bwd(epsilon, residuals, g):
   xhat, rstd, scale = residuals
   gs = g * scale
   dx = rstd[:, None] * (gs - _row_mean(gs)[:, None] - xhat * _row_mean(gs * xhat)[:, None])
-  ones = jnp.ones((g.shape[0],), g.dtype)
-  return dx, ones @ (g * xhat), ones @ g
+  return dx, _column_sum(g * xhat), _column_sum(g)
 
 
 _layer_norm_2d.defvjp(_layer_norm_2d_fwd, _layer_norm_2d_bwd)
@@ -276,7 +281,7 @@ def fused_attention_backend() -> bool:
 
 # False keeps XLA's attention on the CPU (the benchmark's --attention A/Bs set it); else
 # vit_jax/native/cpu_attention.cc runs wherever use_cpu_attention_kernel allows.
-CPU_ATTENTION_KERNEL: Optional[bool] = None
+CPU_ATTENTION_KERNEL = True
 
 
 def use_cpu_attention_kernel(tq: int, tk: int, dh: int) -> bool:
@@ -288,9 +293,7 @@ def use_cpu_attention_kernel(tq: int, tk: int, dh: int) -> bool:
   s, S/16 train 4.07 to 3.62 s, Ti/16 inference 415 to 341 ms. It computes in float32,
   16-bit inputs cast: bfloat16 train steps Ti/16 1.34 to 1.08 s, B/16 8.1 to 6.4 s,
   inference unchanged within noise (Ti/16 327 against 319 ms)."""
-  if CPU_ATTENTION_KERNEL is False:
-    return False
-  return (jax.default_backend() == 'cpu' and jax.device_count() == 1
+  return (CPU_ATTENTION_KERNEL and jax.default_backend() == 'cpu' and jax.device_count() == 1
           and tq * tk * dh > BROADCAST_ATTENTION_MAX and cpu_attention.available())
 
 
