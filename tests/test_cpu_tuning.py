@@ -159,3 +159,24 @@ def test_cpu_name_tells_cpus_apart(tmp_path):
   for path in (str(arm), str(tmp_path / 'absent')):  # no x86 fields, no /proc: no guesses
     name = cpu_tuning.cpu_name(path)
     assert name and 'family' not in name and 'AVX' not in name
+
+
+def test_bfloat16_mlp_computes_its_gelu_in_float32():
+  """A bf16 MLP's tanh GELU runs in float32, forward and backward (XLA:CPU runs it ~4x
+  slower in bfloat16), and its result is rounded to bfloat16 once, before Dense_1."""
+  from vit_jax.models import vit
+  x = jnp.asarray(np.random.default_rng(0).uniform(-2, 2, (2, 5, 8)), jnp.bfloat16)
+  block = vit.MlpBlock(mlp_dim=16, dtype=jnp.bfloat16)
+  params = block.init(jax.random.key(0), x, deterministic=True)
+
+  def loss(p, x):
+    return jnp.sum(block.apply(p, x, deterministic=True).astype(jnp.float32))
+  text = jax.jit(jax.value_and_grad(loss, argnums=(0, 1))).lower(params, x).as_text()
+  tanhs = [l for l in text.splitlines() if 'stablehlo.tanh' in l]
+  assert tanhs and all(l.endswith('x16xf32>') for l in tanhs), tanhs
+  hidden = vit.Dense(16, dtype=jnp.bfloat16).apply(
+      {'params': params['params']['Dense_0']}, x)
+  gelu = jax.nn.gelu(hidden.astype(jnp.float32)).astype(jnp.bfloat16)
+  expected = vit.Dense(8, dtype=jnp.bfloat16).apply(
+      {'params': params['params']['Dense_1']}, gelu)
+  np.testing.assert_array_equal(block.apply(params, x, deterministic=True), expected)
