@@ -261,9 +261,9 @@ class MlpBlock(nn.Module):
     x = dense(self.mlp_dim, 'Dense_0')(x)                          # (B, T, mlp_dim)
     # GELU in float32 whatever the compute dtype, rounded once: XLA:CPU runs a bfloat16
     # tanh GELU about 4x slower than a float32 one (traced Ti/16 inference: 65 against 16
-    # ms). bfloat16 steps on a Zen 5, batch 32, interleaved medians, two runs each: Ti/16
+    # ms). bfloat16 steps on a Zen 5, batch 32, interleaved medians: Ti/16 (two runs)
     # inference 281 to 236 and 286 to 245 ms, train 727 to 622 and 914 to 860 ms; B/16
-    # inference 2.39 to 2.31 s, train 7.76 to 7.19 s. GPUs: not measured.
+    # (one run) inference 2.39 to 2.31 s, train 7.76 to 7.19 s. GPUs: not measured.
     x = nn.gelu(x.astype(jnp.float32), approximate=self.approximate_gelu).astype(x.dtype)
     x = nn.Dropout(self.dropout)(x, deterministic)
     x = dense(d, 'Dense_1')(x)                                     # (B, T, D)
