@@ -7,7 +7,8 @@ forward pass), runs it, traces --steps steps with jax.profiler and sums the trac
 op durations by kind (the op's name without its number: `dot`, `wrapped_reduce-window`,
 `transpose_copy_fusion`, ...), each with the output shapes that take most of its time
 (read from the compiled HLO). Writes a markdown table to stdout;
-experiments/results/benchmarks/step_profile.md (and xeon_amx/step_profile.md, from a Xeon)
+experiments/results/benchmarks/step_profile.md (and xeon_amx/step_profile.md, from a Xeon;
+zen5/step_profile_bfloat16.md, --dtype=bfloat16 on a Zen 5)
 is its committed output. step_components times the parts of a block alone; this shows what
 the compiled whole spends its time on.
 """

@@ -165,6 +165,11 @@ def test_benchmark_suites_write_jsonl_and_tables(tmp_path, monkeypatch):
   (tmp_path / 'xeon9' / 'step_profile.md').write_text('| op kind | ms per step |')
   assert (f'step_profile > {tmp_path}/xeon9/step_profile.md`'
           in benchmarks.render(tmp_path / 'xeon9'))
+  (tmp_path / 'xeon9' / 'step_profile_bfloat16.md').write_text('| op kind | bf16 ms |')
+  report = benchmarks.render(tmp_path / 'xeon9')
+  assert ('| op kind | bf16 ms |' in report and '## Where a whole bfloat16 Ti/16 train step'
+          in report and f'step_profile --dtype=bfloat16 > {tmp_path}/xeon9/'
+          'step_profile_bfloat16.md`' in report)
   assert (benchmarks._repo_path(benchmarks.RESULTS / 'zen9')  # pylint: disable=protected-access
           == 'experiments/results/benchmarks/zen9')
   assert '| mu/8 | train | False | False |' in md and '| mu/8 | train | True | False |' in md
