@@ -6,9 +6,11 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from conftest import REPO
+from vit_jax import benchmark
 from vit_jax.benchmark import forward_flops
 from vit_jax.models import get_model, variant_kwargs
 
@@ -66,6 +68,8 @@ def test_cli_measures_ours_and_pytorch_with_ratios():
     assert line['peak_products_per_call'] > 1
     assert line['compile_s'] > 0 and line['xla_temp_bytes'] > 0
     assert line['backend'] == 'cpu' and line['repeats'] == 3
+  for line in lines:
+    assert line['step_system_ms_median'] >= 0 and line['step_system_ms_slowest'] >= 0
   infer, train = ours
   assert train['gflop_per_image'] == pytest.approx(3 * infer['gflop_per_image'])
   for line, peer in zip(ours, torch):
@@ -215,3 +219,18 @@ def test_step_profile_sums_a_traced_step_by_op_kind(capsys):
   attention, = [r for r in rows if r[0] == '| ffi_call']
   assert '(f32[4,37,2,16], f32[4,2,37,37])' in attention[4]
   assert 'Ops sum to' in out[-1] and 'the step takes' in out[-1]
+
+
+def test_timed_steps_record_the_time_spent_in_the_kernel():
+  """Each timed step's system CPU time, the part a VM's page-fault stalls show in: faulting
+  in fresh memory is kernel time, a Python loop is not."""
+  def fault_in():  # 256 MiB of fresh pages, written once
+    np.ones(1 << 25)
+
+  def compute():
+    sum(i * i for i in range(2_000_000))
+  faults = benchmark.timed_summary(fault_in, 1, warmup=1, repeats=3)
+  loop = benchmark.timed_summary(compute, 1, warmup=1, repeats=3)
+  assert faults['step_system_ms_median'] > 0.3 * faults['step_ms_median']
+  assert loop['step_system_ms_median'] < 0.3 * loop['step_ms_median']
+  assert faults['step_system_ms_slowest'] > 0

@@ -12,7 +12,8 @@
 
 For each (variant, mode, dtype, scan, remat) it prints one JSON line (stdout): images/s,
 step time (median, min, max and interquartile range over --repeats timed steps; compile and
---warmup steps excluded), compile time, the model's analytic FLOPs (matmuls only, 2 per
+--warmup steps excluded) with the system CPU time of the median and slowest steps (a VM's
+page-fault stalls show there), compile time, the model's analytic FLOPs (matmuls only, 2 per
 multiply-add; a train step counts 3x the forward), achieved GFLOP/s, and MFU against a
 matmul peak measured here on the same device and dtype (the best of a few --peak-size
 square matmuls). Memory: XLA's planned temporary bytes of the compiled step (every
@@ -42,6 +43,11 @@ import statistics
 import sys
 import time
 from typing import Any, Callable, Optional, Sequence
+
+try:
+  import resource
+except ImportError:  # Windows
+  resource = None
 
 import jax
 import jax.numpy as jnp
@@ -94,16 +100,28 @@ def _ready(x):
   return jax.block_until_ready(x)
 
 
-def time_steps(step: Callable[[], Any], *, warmup: int, repeats: int) -> list[float]:
-  """Seconds of each of `repeats` calls of `step` (which must block), after `warmup`."""
+def time_steps(step: Callable[[], Any], *, warmup: int, repeats: int,
+               system: Optional[list] = None) -> list[float]:
+  """Seconds of each of `repeats` calls of `step` (which must block), after `warmup`.
+  `system`, a list, gets each call's system CPU seconds (all threads of the process)."""
   for _ in range(warmup):
     step()
   times = []
   for _ in range(repeats):
-    t0 = time.perf_counter()
+    s0, t0 = _system_seconds(), time.perf_counter()
     step()
     times.append(time.perf_counter() - t0)
+    if system is not None:
+      system.append(_system_seconds() - s0)
   return times
+
+
+def _system_seconds() -> float:
+  """The process's system CPU seconds so far: getrusage's (microseconds) where there is
+  one, else os.times' (clock ticks, 10 ms on Linux)."""
+  if resource is None:
+    return os.times().system
+  return resource.getrusage(resource.RUSAGE_SELF).ru_stime
 
 
 def summary(times: list[float], images: int) -> dict[str, float]:
@@ -112,6 +130,19 @@ def summary(times: list[float], images: int) -> dict[str, float]:
   return dict(images_per_sec=images / med, step_ms_median=1e3 * med,
               step_ms_min=1e3 * min(times), step_ms_max=1e3 * max(times),
               step_ms_iqr=1e3 * float(q[1] - q[0]), repeats=len(times))
+
+
+def timed_summary(step: Callable[[], Any], images: int, *, warmup: int,
+                  repeats: int) -> dict[str, float]:
+  """summary() of timed steps, with the system CPU time of the median and the slowest
+  step: on the VMs here a few steps stalled for seconds, nearly all of it in the kernel
+  (page faults that cost ~25 ms in other steps), and these fields show such a step."""
+  system = []
+  times = time_steps(step, warmup=warmup, repeats=repeats, system=system)
+  out = summary(times, images)
+  out.update(step_system_ms_median=1e3 * statistics.median(system),
+             step_system_ms_slowest=1e3 * system[int(np.argmax(times))])
+  return out
 
 
 # --xla-options: the compiler options a step is compiled with (A/B of cpu_tuning).
@@ -285,7 +316,7 @@ def bench_ours(variant: str, *, mode: str, batch: int, image_size: int, dtype: s
     def step():
       box[0], metrics = compiled(box[0], batch_)
       _ready(metrics)
-  result.update(summary(time_steps(step, warmup=warmup, repeats=repeats), batch))
+  result.update(timed_summary(step, batch, warmup=warmup, repeats=repeats))
   result.update(_memory(compiled))
   return result
 
@@ -336,7 +367,7 @@ def bench_torch(variant: str, *, mode: str, batch: int, image_size: int, dtype: 
   t0 = time.perf_counter()
   step()  # the first call compiles (torch.compile) or warms the allocator (eager)
   first_s = time.perf_counter() - t0
-  out = summary(time_steps(step, warmup=warmup, repeats=repeats), batch)
+  out = timed_summary(step, batch, warmup=warmup, repeats=repeats)
   out['compile_s'] = first_s if compiled else None
   return out
 
