@@ -235,13 +235,15 @@ def render(out_dir: Path) -> str:
        'inference is faster than float32 wherever the matmuls dominate (S/16 and B/16 on '
        'every CPU here). The MLP computes its GELU in float32 and rounds it once: XLA:CPU '
        'runs a bfloat16 tanh GELU about 4x slower (bfloat16 Ti/16 steps on the Zen 5: '
-       'inference 14-16% and train 6-14% faster with it, interleaved). On the Zen 5 VM a '
-       'few bfloat16 steps took 3-5 s where the others took ~0.75, nearly all of it system '
-       'time over about 1,000 page faults (as many faults took ~25 ms in another step). '
-       'They move a median of 5 steps: an earlier run\'s bfloat16 Ti/16 train line read '
-       'median 1.48 s, min 0.87, max 3.91. Each line keeps its min, max and IQR, and '
-       'newer lines the system CPU time of their median and slowest steps '
-       '(`step_system_ms_median`, `step_system_ms_slowest`), which shows such a stall.'),
+       'inference 14-16% and train 6-14% faster with it, interleaved).'),
+      (has('cpu_float32', 'cpu_bfloat16'),
+       '- On the Zen 5 VM a few steps (bfloat16 ones above all) took 3-5 s where the others '
+       'took ~0.75, nearly all of it system time over about 1,000 page faults (as many '
+       'faults took ~25 ms in another step). They move a median of 5 steps: an earlier '
+       'run\'s bfloat16 Ti/16 train line read median 1.48 s, min 0.87, max 3.91. Each line '
+       'keeps its min, max and IQR, and newer lines the system CPU time of their median and '
+       'slowest steps (`step_system_ms_median`, `step_system_ms_slowest`), which shows such '
+       'a stall.'),
       (has('cpu_compile_memory'),
        '- Without scan, XLA:CPU schedules the recomputation of a rematerialised block '
        'early, so remat alone barely lowers its planned memory; with scan the backward '
