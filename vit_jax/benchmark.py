@@ -185,8 +185,10 @@ def matmul_peak(dtype: str, size: int, repeats: int = 5) -> dict[str, float]:
 
     distinct = {tuple(sorted(o(dtype).items())) for o in XLA_OPTIONS.values()}
     once = compiled(sorted(distinct)[0], 1)
-    n = max(1, min(64, round(0.05 / time_steps(lambda: _ready(once(a, b)), warmup=0,
-                                                repeats=1)[0])))
+    # Sized on the fastest of 3 calls: one call caught by a stall of the VM would size the
+    # chain at a single product.
+    n = max(1, min(64, round(0.05 / min(time_steps(lambda: _ready(once(a, b)), warmup=0,
+                                                    repeats=3)))))
     # The same set twice (other backends, bf16) is timed once.
     best = min(per_product(options, n) for options in distinct)
     _PEAKS[key] = dict(peak_gflops=2 * size ** 3 / best / 1e9, peak_matmul_size=size,
