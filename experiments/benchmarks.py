@@ -252,15 +252,17 @@ def render(out_dir: Path) -> str:
        '- A step timed right after a PyTorch one ran up to 1.5x slower (PyTorch\'s '
        'OpenMP threads keep spinning), so every PyTorch measurement runs after ours.'),
       (has('cpu_float32', 'cpu_attention'),
-       '- Attention on the CPU runs `vit_jax/native/cpu_attention.cc` in float32 (the lines\' '
+       '- Attention on the CPU runs `vit_jax/native/cpu_attention.cc` (the lines\' '
        '`attention_kernel` is `cpu_kernel`; lines from before it say `xla`): a custom call, '
        'built on first use for the CPU it runs on, that gives each (example, head) to one '
        'core. XLA splits each 197x197x64 matmul of the attention over both cores, and there '
        'they reached ~100 GFLOP/s where one core alone reaches ~140. With the kernel a '
        'Ti/16 layer\'s attention forward and backward took 16.5 ms instead of 28.0, and '
        'the Ti/16 train step 1.22 s instead of 1.44 (interleaved, Xeon VM). bfloat16 models '
-       'cast their queries, keys and values to float32 for it: B/16 bfloat16 train steps '
-       'took 6.4 s instead of 8.1.'),
+       'run its bfloat16 version (bfloat16 operands, float32 sums; AVX512-BF16 dot products '
+       'where the CPU has them): on the Zen 5 their B/16 train step took 5.55 s against '
+       '6.92 with the float32 kernel on cast inputs (lines from before it, 2026-12-02 and '
+       'earlier, ran the float32 kernel).'),
       (has('cpu_float32'),
        '- XLA:CPU allocates a step\'s temporaries as one block (1.59 GB for a Ti/16 train '
        'step at batch 32), which glibc maps afresh for every step and unmaps after it, so '

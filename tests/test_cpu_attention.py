@@ -1,5 +1,6 @@
-"""vit_jax/native/cpu_attention.cc: the batch-parallel float32 attention kernel of the CPU
-path, built on first use, against XLA's attention, alone and inside the model."""
+"""vit_jax/native/cpu_attention.cc: the batch-parallel float32 and bfloat16 attention
+kernels of the CPU path, built on first use, against XLA's attention, alone and inside the
+model."""
 
 import os
 import platform
@@ -30,28 +31,64 @@ def test_kernel_builds_and_registers_here():
   assert cpu_attention.available()
 
 
+def close_to(got, want, dtype, err_msg=''):
+  """float32: within float32 rounding of the sums. bfloat16: operands and results are
+  rounded to 8 bits of mantissa, so each value is within 1% of the largest (0.55% seen)."""
+  got, want = np.asarray(got, np.float32), np.asarray(want, np.float32)
+  if dtype == jnp.float32:
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max(),
+                               err_msg=err_msg)
+  else:
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-2 * np.abs(want).max(),
+                               err_msg=err_msg)
+
+
+def attention_inputs(b, tq, tk, heads, dh, dtype):
+  """q, k, v and an output cotangent; q doubled for peaked softmaxes too."""
+  keys = jax.random.split(jax.random.key(0), 4)
+  q = jax.random.normal(keys[0], (b, tq, heads, dh)) * 2
+  k, v = (jax.random.normal(key, (b, tk, heads, dh)) for key in keys[1:3])
+  g = jax.random.normal(keys[3], (b, tq, heads, dh))
+  return tuple(t.astype(dtype) for t in (q, k, v, g))
+
+
 # Token counts and head widths that leave partial register tiles (12 rows x 32 columns on
-# AVX-512, 6 x 16 on AVX2), a ViT's 197 x 64 heads, and cross-attention (Tq != Tk).
+# AVX-512, 6 x 16 on AVX2; 12 row pairs in bfloat16), a ViT's 197 x 64 heads, and
+# cross-attention (Tq != Tk). The reference is XLA's attention in float32 on the same
+# (bfloat16-rounded) inputs.
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
 @pytest.mark.parametrize('b,tq,tk,heads,dh', [(2, 37, 37, 3, 20), (1, 197, 197, 2, 64),
                                               (3, 5, 50, 2, 33), (2, 1, 9, 4, 8)])
-def test_kernel_matches_xla_attention_forward_and_backward(b, tq, tk, heads, dh):
-  keys = jax.random.split(jax.random.key(0), 4)
-  q = jax.random.normal(keys[0], (b, tq, heads, dh)) * 2  # peaked softmaxes too
-  k, v = (jax.random.normal(key, (b, tk, heads, dh)) for key in keys[1:3])
-  ct = jax.random.normal(keys[3], (b, tq, heads, dh))
+def test_kernel_matches_xla_attention_forward_and_backward(b, tq, tk, heads, dh, dtype):
+  q, k, v, ct = attention_inputs(b, tq, tk, heads, dh, dtype)
   scale = 1 / np.sqrt(dh)
-  loss = lambda attend: lambda *a: jnp.sum(attend(*a, scale) * ct)  # noqa: E731
-  want, want_grads = jax.value_and_grad(loss(xla_attention), argnums=(0, 1, 2))(q, k, v)
+  loss = lambda attend: lambda *a: jnp.sum(  # noqa: E731
+      attend(*a, scale).astype(jnp.float32) * ct.astype(jnp.float32))
+  f32 = [t.astype(jnp.float32) for t in (q, k, v)]
+  want, want_grads = jax.value_and_grad(loss(xla_attention), argnums=(0, 1, 2))(*f32)
   got, got_grads = jax.jit(jax.value_and_grad(loss(cpu_attention.attention),
                                               argnums=(0, 1, 2)))(q, k, v)
+  step = jax.jit(jax.grad(loss(cpu_attention.attention), argnums=(0, 1, 2)))
+  for stage in ('forward', 'backward'):
+    assert cpu_attention.target(stage, dtype) in step.lower(q, k, v).as_text()
+  assert all(g.dtype == dtype for g in got_grads)
   # Not differentiated: the inference call, which keeps the softmax in scratch.
   inference = jax.jit(cpu_attention.attention, static_argnums=3)
-  assert cpu_attention.INFERENCE in inference.lower(q, k, v, scale).as_text()
-  np.testing.assert_allclose(inference(q, k, v, scale), xla_attention(q, k, v, scale),
-                             rtol=2e-5, atol=2e-6)
-  np.testing.assert_allclose(got, want, rtol=1e-4)
+  assert cpu_attention.target('inference', dtype) in inference.lower(q, k, v, scale).as_text()
+  close_to(inference(q, k, v, scale), xla_attention(*f32, scale), dtype)
+  np.testing.assert_allclose(got, want, rtol=1e-4 if dtype == jnp.float32 else 2e-2)
   for g, w in zip(got_grads, want_grads):
-    np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5 * float(jnp.abs(w).max()))
+    close_to(g, w, dtype)
+
+
+def test_kernel_names_mixed_dtypes():
+  q = jnp.zeros((2, 5, 3, 8), jnp.bfloat16)
+  with pytest.raises(ValueError, match=r"float32 or bfloat16 arrays of one dtype.*"
+                     r"\['bfloat16', 'float32', 'float32'\]: cast them first"):
+    cpu_attention.attention(q, q.astype(jnp.float32), q.astype(jnp.float32), 1.0)
+  with pytest.raises(ValueError, match=r"\['float16', 'float16', 'float16'\]"):
+    h = q.astype(jnp.float16)
+    cpu_attention.attention(h, h, h, 1.0)
 
 
 def _cpu_has(flag: str) -> bool:
@@ -61,42 +98,45 @@ def _cpu_has(flag: str) -> bool:
 
 def test_every_vector_width_computes_the_same_attention(tmp_path):
   """The kernel's register tiles depend on the vector width it is built for: 512-bit
-  (AVX-512, 12x32 tiles), 256-bit (AVX2, 6x16) and 128-bit (the x86-64 baseline, 6x8).
-  Each build this CPU can run is registered under its own names and checked against XLA,
-  forward, inference and backward, on shapes that leave partial tiles."""
+  (AVX-512, 12x32 tiles), 256-bit (AVX2, 6x16) and 128-bit (the x86-64 baseline, 6x8); its
+  bfloat16 products use AVX512-BF16's dot products (cooperlake) or float32 FMAs. Each build
+  this CPU can run is registered under its own names and checked against XLA in both
+  dtypes, forward, inference and backward, on shapes that leave partial tiles."""
   import ctypes
   if platform.machine() != 'x86_64':
     marches = ['native']
   else:
-    marches = ['x86-64'] + ['haswell'] * _cpu_has('avx2') + ['skylake-avx512'] * _cpu_has(
-        'avx512f')
+    marches = (['x86-64'] + ['haswell'] * _cpu_has('avx2')
+               + ['skylake-avx512'] * _cpu_has('avx512f')
+               + ['cooperlake'] * _cpu_has('avx512_bf16'))
   b, tq, tk, heads, dh = 2, 29, 23, 3, 20
-  keys = jax.random.split(jax.random.key(0), 4)
-  q = jax.random.normal(keys[0], (b, tq, heads, dh))
-  k, v = (jax.random.normal(key, (b, tk, heads, dh)) for key in keys[1:3])
-  g = jax.random.normal(keys[3], (b, tq, heads, dh))
-  scale = np.float32(0.3)
-  want, vjp = jax.vjp(lambda *a: xla_attention(*a, scale), q, k, v)
-  want_grads = vjp(g)
-  f32 = lambda shape: jax.ShapeDtypeStruct(shape, jnp.float32)  # noqa: E731
   for march in marches:
     lib = ctypes.cdll.LoadLibrary(str(cpu_attention.build(tmp_path, march=march)))
-    names = {}
-    for symbol in ('VitAttentionForward', 'VitAttentionInference', 'VitAttentionBackward'):
-      names[symbol] = f'vit_jax_test_{march}_{symbol}'
-      jax.ffi.register_ffi_target(names[symbol], jax.ffi.pycapsule(getattr(lib, symbol)),
-                                  platform='cpu')
-    out, probs = jax.ffi.ffi_call(names['VitAttentionForward'], (
-        f32(q.shape), f32((b, heads, tq, tk))))(q, k, v, scale=scale)
-    inference = jax.ffi.ffi_call(names['VitAttentionInference'], f32(q.shape))(
-        q, k, v, scale=scale)
-    grads = jax.ffi.ffi_call(names['VitAttentionBackward'], (
-        f32(q.shape), f32(k.shape), f32(v.shape)))(q, k, v, out, probs, g, scale=scale)
-    for got in (out, inference):
-      np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6, err_msg=march)
-    for got, w in zip(grads, want_grads):
-      np.testing.assert_allclose(got, w, rtol=1e-4, atol=1e-5 * float(jnp.abs(w).max()),
-                                 err_msg=march)
+    for dtype in cpu_attention.DTYPES:
+      q, k, v, g = attention_inputs(b, tq, tk, heads, dh, dtype)
+      scale = np.float32(0.3)
+      f32 = [t.astype(jnp.float32) for t in (q, k, v, g)]
+      want, vjp = jax.vjp(lambda *a: xla_attention(*a, scale), *f32[:3])
+      want_grads = vjp(f32[3])
+      names = {}
+      for stage in cpu_attention.STAGES:
+        names[stage] = f'vit_jax_test_{march}_{cpu_attention.symbol(stage, dtype)}'
+        jax.ffi.register_ffi_target(
+            names[stage], jax.ffi.pycapsule(getattr(lib, cpu_attention.symbol(stage, dtype))),
+            platform='cpu')
+      shaped = lambda shape: jax.ShapeDtypeStruct(shape, dtype)  # noqa: E731,B023
+      out, probs = jax.ffi.ffi_call(names['forward'], (
+          shaped(q.shape), shaped((b, heads, tq, tk))))(q, k, v, scale=scale)
+      inference = jax.ffi.ffi_call(names['inference'], shaped(q.shape))(q, k, v, scale=scale)
+      grads = jax.ffi.ffi_call(names['backward'], (
+          shaped(q.shape), shaped(k.shape), shaped(v.shape)))(q, k, v, out, probs, g,
+                                                              scale=scale)
+      for got in (out, inference, *grads):
+        assert got.dtype == dtype
+      for got in (out, inference):
+        close_to(got, want, dtype, err_msg=f'{march} {dtype}')
+      for got, w in zip(grads, want_grads):
+        close_to(got, w, dtype, err_msg=f'{march} {dtype}')
 
 
 def test_kernel_rejects_inconsistent_shapes():
@@ -111,7 +151,7 @@ def test_model_takes_the_kernel_on_one_cpu_with_the_same_outputs_and_gradients(m
                                                                                  dtype):
   """A ViT with 65 tokens of 16 dims (above vit.BROADCAST_ATTENTION_MAX) compiles to the
   kernel's custom calls and agrees with the written-out XLA attention; in bfloat16 too (the
-  kernel computes in float32: as close as bfloat16 rounding allows)."""
+  bfloat16 kernel: as close as bfloat16 rounding allows)."""
   model = get_model('mu/4', width=32, depth=2, mlp_dim=64, num_heads=2, num_classes=5,
                     dtype=dtype)
   x = jax.random.uniform(jax.random.key(1), (2, 32, 32, 3), minval=-1, maxval=1)
@@ -120,11 +160,11 @@ def test_model_takes_the_kernel_on_one_cpu_with_the_same_outputs_and_gradients(m
       model.apply({'params': p}, x, train=True)[0].astype(jnp.float32) ** 2)
   assert vit.use_cpu_attention_kernel(65, 65, 16)
   step = jax.jit(jax.value_and_grad(loss))
-  assert cpu_attention.BACKWARD in step.lower(params).compile().as_text()
+  assert cpu_attention.target('backward', dtype) in step.lower(params).compile().as_text()
   value, grads = step(params)
   monkeypatch.setattr(vit, 'CPU_ATTENTION_KERNEL', False)
   xla_step = jax.jit(jax.value_and_grad(loss))
-  assert cpu_attention.FORWARD not in xla_step.lower(params).compile().as_text()
+  assert cpu_attention.TARGET_PREFIX not in xla_step.lower(params).compile().as_text()
   xla_value, xla_grads = xla_step(params)
   rtol, atol = (1e-5, 1e-5) if dtype == jnp.float32 else (1e-2, 2e-2)
   np.testing.assert_allclose(value, xla_value, rtol=rtol)

@@ -271,8 +271,7 @@ def attention_kernel(compiled) -> str:
   text = compiled.as_text()
   if 'cudnn$fmha' in text:
     return 'cudnn'
-  return ('cpu_kernel' if any(t in text for t in (cpu_attention.FORWARD, cpu_attention.INFERENCE))
-          else 'xla')
+  return 'cpu_kernel' if cpu_attention.TARGET_PREFIX in text else 'xla'
 
 
 def bench_ours(variant: str, *, mode: str, batch: int, image_size: int, dtype: str,

@@ -295,9 +295,11 @@ def use_cpu_attention_kernel(tq: int, tk: int, dh: int) -> bool:
   XLA's attention stays), heads too big for broadcast products, and the kernel built
   (cpu_attention.available()). On a 2-core Xeon VM, batch 32, interleaved medians: one
   Ti/16 layer's attention fwd+bwd 28.0 to 16.5 ms; float32 steps Ti/16 train 1.44 to 1.22
-  s, S/16 train 4.07 to 3.62 s, Ti/16 inference 415 to 341 ms. It computes in float32,
-  16-bit inputs cast: bfloat16 train steps Ti/16 1.34 to 1.08 s, B/16 8.1 to 6.4 s,
-  inference unchanged within noise (Ti/16 327 against 319 ms)."""
+  s, S/16 train 4.07 to 3.62 s, Ti/16 inference 415 to 341 ms.
+  bfloat16 runs the kernel's bfloat16 version (float32 sums): on a 2-core Zen 5, batch 32,
+  interleaved medians against the float32 kernel on cast inputs, train steps Ti/16 578 to
+  518 ms, B/16 6.92 to 5.55 s; inference Ti/16 216 to 197 ms, B/16 2.03 to 1.91 s. Other
+  16-bit dtypes are cast to float32 for it."""
   return (CPU_ATTENTION_KERNEL and jax.default_backend() == 'cpu' and jax.device_count() == 1
           and tq * tk * dh > BROADCAST_ATTENTION_MAX and cpu_attention.available())
 
@@ -332,7 +334,7 @@ class MultiHeadDotProductAttention(nn.Module):
   """Multi-head attention; kernels shaped like flax.linen.MultiHeadDotProductAttention's.
 
   A one-device CPU runs vit_jax/native/cpu_attention.cc, one core per (example, head), on
-  the projections' own layout, in float32 (use_cpu_attention_kernel).
+  the projections' own layout, in float32 or bfloat16 (use_cpu_attention_kernel).
   On GPU the path is `jax.nn.dot_product_attention`: cuDNN's fused flash kernel for
   bfloat16 / float16 compute (sdpa_implementation), odd token counts padded to even ones
   for it (even_length_attention), XLA's for float32 and for problems cuDNN refuses.
@@ -367,7 +369,8 @@ class MultiHeadDotProductAttention(nn.Module):
     use_dropout = self.dropout > 0 and not deterministic
     if (not (return_weights or use_dropout)
         and use_cpu_attention_kernel(q.shape[1], k.shape[1], q.shape[3])):
-      q, k, v = (t.astype(jnp.float32) for t in (q, k, v))
+      kernel_dtype = q.dtype if q.dtype in cpu_attention.DTYPES else jnp.float32
+      q, k, v = (t.astype(kernel_dtype) for t in (q, k, v))
       out = cpu_attention.attention(q, k, v, 1 / np.sqrt(q.shape[-1])).astype(self.dtype)
       weights = None
     elif return_weights or use_dropout or not fused_attention_backend():

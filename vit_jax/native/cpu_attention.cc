@@ -14,6 +14,14 @@
 // Tk): softmax(scale q.k) saved for the backward pass. The matmuls use a packed register-
 // tiled kernel written with GCC vector extensions; built with -march=native it uses the
 // widest vectors the CPU has (AVX-512, AVX2 or 128-bit).
+//
+// bfloat16 (the *Bf16 handlers): q, k, v, out, probs and the gradients are bfloat16, as in
+// the rest of a bfloat16 step, so XLA converts nothing around the call. The matmuls take
+// bfloat16 operands two k-steps at a time and accumulate in float32: AVX512-BF16's
+// vdpbf16ps where the CPU has it (twice the multiply-adds of an FMA per instruction), else
+// two FMAs on the pair's halves (bfloat16 products are exact in float32: the same sums).
+// The softmax and its derivative are computed in float32 and rounded to bfloat16 (round to
+// nearest even) for the matmuls that take them, as XLA's bfloat16 attention does.
 
 #include <algorithm>
 #include <atomic>
@@ -33,7 +41,8 @@
 #endif
 
 namespace ffi = xla::ffi;
-using Array = ffi::Buffer<ffi::F32, 4>;  // a named type: the handler macros split on commas
+using Array = ffi::Buffer<ffi::F32, 4>;  // named types: the handler macros split on commas
+using Bf16Array = ffi::Buffer<ffi::BF16, 4>;  // elements are uint16_t, the float32's top half
 
 namespace {
 
@@ -62,6 +71,46 @@ inline vf Splat(float x) {  // a broadcast that can load straight from memory
 #else
   return vf{} + x;
 #endif
+}
+
+typedef uint32_t vu __attribute__((vector_size(kLanes * sizeof(uint32_t))));
+typedef uint16_t vh __attribute__((vector_size(kLanes * sizeof(uint16_t))));
+
+inline vf AsFloat(vu u) { vf f; std::memcpy(&f, &u, sizeof f); return f; }
+inline float Bf16ToFloat(uint16_t h) {
+  uint32_t u = uint32_t(h) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+inline uint16_t FloatToBf16(float f) {  // round to nearest even; NaN stays NaN
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  if (f != f) return uint16_t(u >> 16 | 0x40);
+  return uint16_t((u + 0x7fff + (u >> 16 & 1)) >> 16);
+}
+inline vf LoadBf16(const uint16_t* p) {
+  vh h;
+  std::memcpy(&h, p, sizeof h);
+  return AsFloat(__builtin_convertvector(h, vu) << 16);
+}
+inline void StoreBf16(uint16_t* p, vf v) {  // FloatToBf16 per lane
+  vu u;
+  std::memcpy(&u, &v, sizeof u);
+  vu rounded = (u + 0x7fff + (u >> 16 & 1)) >> 16;
+  vh h = __builtin_convertvector(v != v ? (u >> 16 | 0x40) : rounded, vh);
+  std::memcpy(p, &h, sizeof h);
+}
+
+// Stores of kLanes results, or of the first `count`, as float32 or as bfloat16.
+inline void StoreLanes(float* p, vf v) { Store(p, v); }
+inline void StoreLanes(uint16_t* p, vf v) { StoreBf16(p, v); }
+template <typename Out>
+inline void StoreFirst(Out* p, vf v, int count) {
+  if (count == kLanes) return StoreLanes(p, v);
+  Out tmp[kLanes];
+  StoreLanes(tmp, v);
+  std::memcpy(p, tmp, count * sizeof(Out));
 }
 
 // A strided matrix view: element (i, j) is at data[i * rs + j * cs].
@@ -137,7 +186,10 @@ void Tile(int k, const float* a, int64_t lda, const float* b, float alpha, float
 // Per-thread packing space, grown on demand and kept between calls.
 struct Scratch {
   std::vector<float> a, b, t;
-  float* Get(std::vector<float>& v, size_t n) {
+  std::vector<uint32_t> pa, pb;  // bfloat16 pair panels
+  std::vector<uint16_t> h;       // a bfloat16 softmax or its derivative
+  template <typename T>
+  T* Get(std::vector<T>& v, size_t n) {
     if (v.size() < n) v.resize(n);
     return v.data();
   }
@@ -172,6 +224,164 @@ void Gemm(View a, View b, int m, int n, int k, float alpha, float* c, int64_t ld
     for (int i = packed_from; i < m; i += kRows)
       Tile<true>(k, ap + int64_t(i - packed_from) * k, kRows, bj, alpha, c + i * ldc + j, ldc,
                  std::min(kRows, m - i), cols);
+  }
+}
+
+// ---- bfloat16 matmuls: C = alpha * A . B with A and B bfloat16, C float32 or bfloat16.
+// Operands go two k-steps at a time: a pair is two bfloat16 of consecutive k in one 32-bit
+// word, the even k in the low half (vdpbf16ps's operand layout; a row-major A in memory is
+// already paired).
+
+#if defined(__AVX512F__)
+constexpr int kPairRows = 12;  // 24 accumulators, 2 B vectors and a broadcast A pair
+#else
+constexpr int kPairRows = 4;   // the FMA form needs 4 B vectors and 2 A halves as well
+#endif
+
+// A strided bfloat16 matrix view: element (i, j) is at data[i * rs + j * cs].
+struct View16 {
+  const uint16_t* data;
+  int64_t rs, cs;
+  uint16_t at(int64_t i, int64_t j) const { return data[i * rs + j * cs]; }
+};
+
+inline uint32_t Pair(uint16_t even, uint16_t odd) { return even | uint32_t(odd) << 16; }
+inline uint32_t LoadPair(const uint16_t* p) { uint32_t x; std::memcpy(&x, p, 4); return x; }
+inline vu LoadU(const uint32_t* p) { vu v; std::memcpy(&v, p, sizeof v); return v; }
+inline vu SplatU(uint32_t x) { return vu{} + x; }
+
+// acc + a.even * b.even + a.odd * b.odd per lane.
+inline vf Dot2(vf acc, vu a, vu b) {
+#if defined(__AVX512BF16__) && defined(__AVX512F__)
+  return (vf)_mm512_dpbf16_ps((__m512)acc, (__m512bh)a, (__m512bh)b);
+#else
+  const vu odd = SplatU(0xffff0000u);
+  acc += AsFloat(a << 16) * AsFloat(b << 16);
+  return acc + AsFloat(a & odd) * AsFloat(b & odd);
+#endif
+}
+
+// out[x] = (r0[x], r1[x]) for x < n: two rows of a matrix paired, r1 null for zeros.
+void Interleave(const uint16_t* r0, const uint16_t* r1, int n, uint32_t* out) {
+  int x = 0;
+  for (; x + kLanes <= n; x += kLanes) {
+    vh lo, hi = {};
+    std::memcpy(&lo, r0 + x, sizeof lo);
+    if (r1) std::memcpy(&hi, r1 + x, sizeof hi);
+    vu pair = __builtin_convertvector(lo, vu) | __builtin_convertvector(hi, vu) << 16;
+    std::memcpy(out + x, &pair, sizeof pair);
+  }
+  for (; x < n; ++x) out[x] = Pair(r0[x], r1 ? r1[x] : 0);
+}
+
+// Packing into pairs. A (m x k) into panels of kPairRows rows, pair-major; or, where A's
+// columns are contiguous (a transposed row-major matrix), into pair rows: element (i, p) at
+// out[p * RoundUp(m, kPairRows) + i], two source rows interleaved as vectors. B (k x n)
+// into panels of kCols columns; where B's rows are contiguous, interleaved as vectors,
+// where its columns are, a pair is one 32-bit word of the source. Zeros past k, m and n.
+bool PairRows(View16 a) { return a.rs == 1 && a.cs != 1; }  // A's columns contiguous
+
+void PackPairsA(View16 a, int m, int k, uint32_t* out) {
+  const int pairs = (k + 1) / 2;
+  if (PairRows(a)) {
+    const int width = RoundUp(m, kPairRows);
+    for (int p = 0; p < pairs; ++p, out += width) {
+      const uint16_t* r0 = a.data + 2 * p * a.cs;
+      Interleave(r0, 2 * p + 1 < k ? r0 + a.cs : nullptr, m, out);
+      std::fill(out + m, out + width, 0u);
+    }
+    return;
+  }
+  for (int r = 0; r < m; r += kPairRows) {
+    const int rows = std::min(kPairRows, m - r);
+    for (int p = 0; p < pairs; ++p, out += kPairRows) {
+      int x = 0;
+      for (; x < rows; ++x)
+        out[x] = Pair(a.at(r + x, 2 * p), 2 * p + 1 < k ? a.at(r + x, 2 * p + 1) : 0);
+      for (; x < kPairRows; ++x) out[x] = 0;
+    }
+  }
+}
+
+void PackPairsB(View16 b, int k, int n, uint32_t* out) {
+  for (int c = 0; c < n; c += kCols) {
+    const int cols = std::min(kCols, n - c);
+    for (int p = 0; p < (k + 1) / 2; ++p, out += kCols) {
+      const bool odd = 2 * p + 1 < k;
+      if (b.cs == 1) {
+        const uint16_t* r0 = b.data + 2 * p * b.rs + c;
+        Interleave(r0, odd ? r0 + b.rs : nullptr, cols, out);
+      } else {
+        for (int x = 0; x < cols; ++x) {
+          const uint16_t* e = b.data + 2 * p * b.rs + (c + x) * b.cs;
+          out[x] = b.rs == 1 && odd ? LoadPair(e) : Pair(e[0], odd ? e[b.rs] : 0);
+        }
+      }
+      std::fill(out + cols, out + kCols, 0u);
+    }
+  }
+}
+
+// C[rows x cols] (row stride ldc) = alpha * A[kPairRows x k] . B[k x kCols], B a packed
+// pair panel. kPacked: A is a packed panel (lda = kPairRows); else A's rows are contiguous
+// in memory (row stride lda) and read in place, an odd k's last element on its own.
+template <bool kPacked, typename Out>
+void PairTile(int k, const void* a, int64_t lda, const uint32_t* b, float alpha, Out* c,
+              int64_t ldc, int rows, int cols) {
+  const uint32_t* pa = static_cast<const uint32_t*>(a);
+  const uint16_t* ra = static_cast<const uint16_t*>(a);
+  vf acc[kPairRows][2] = {};
+  const int pairs = kPacked ? (k + 1) / 2 : k / 2;
+  for (int p = 0; p < pairs; ++p, b += kCols) {
+    vu b0 = LoadU(b), b1 = LoadU(b + kLanes);
+#pragma GCC unroll 16
+    for (int i = 0; i < kPairRows; ++i) {
+      vu ai = SplatU(kPacked ? pa[p * lda + i] : LoadPair(ra + i * lda + 2 * p));
+      acc[i][0] = Dot2(acc[i][0], ai, b0);
+      acc[i][1] = Dot2(acc[i][1], ai, b1);
+    }
+  }
+  if (!kPacked && k % 2) {
+    vu b0 = LoadU(b), b1 = LoadU(b + kLanes);
+    for (int i = 0; i < kPairRows; ++i) {
+      vu ai = SplatU(ra[i * lda + k - 1]);
+      acc[i][0] = Dot2(acc[i][0], ai, b0);
+      acc[i][1] = Dot2(acc[i][1], ai, b1);
+    }
+  }
+  vf scale = Splat(alpha);
+  for (int i = 0; i < rows; ++i) {
+    StoreFirst(c + i * ldc, acc[i][0] * scale, std::min(cols, kLanes));
+    if (cols > kLanes) StoreFirst(c + i * ldc + kLanes, acc[i][1] * scale, cols - kLanes);
+  }
+}
+
+// C (m x n, row stride ldc) = alpha * A (m x k) . B (k x n), bfloat16 A and B, as Gemm: B
+// packed, A read in place where its rows are contiguous (but a last partial panel).
+template <typename Out>
+void PairGemm(View16 a, View16 b, int m, int n, int k, float alpha, Out* c, int64_t ldc) {
+  Scratch& s = ThreadScratch();
+  const int pairs = (k + 1) / 2;
+  const int packed_from = a.cs == 1 ? m / kPairRows * kPairRows : 0;
+  const int packed_rows = RoundUp(m - packed_from, kPairRows);
+  uint32_t* ap = s.Get(s.pa, size_t(packed_rows) * pairs);
+  uint32_t* bp = s.Get(s.pb, size_t(RoundUp(n, kCols)) * pairs);
+  PackPairsA(View16{a.data + packed_from * a.rs, a.rs, a.cs}, m - packed_from, k, ap);
+  PackPairsB(b, k, n, bp);
+  // A packed panel r starts at r * pairs with pairs kPairRows apart; pair rows at r, width
+  // apart.
+  const bool pair_rows = PairRows(a);
+  const int64_t panel = pair_rows ? kPairRows : int64_t(kPairRows) * pairs;
+  const int64_t lda = pair_rows ? packed_rows : kPairRows;
+  for (int j = 0; j < n; j += kCols) {
+    const uint32_t* bj = bp + int64_t(j / kCols) * kCols * pairs;
+    int cols = std::min(kCols, n - j);
+    for (int i = 0; i < packed_from; i += kPairRows)
+      PairTile<false>(k, a.data + i * a.rs, a.rs, bj, alpha, c + i * ldc + j, ldc, kPairRows,
+                      cols);
+    for (int i = packed_from; i < m; i += kPairRows)
+      PairTile<true>(k, ap + (i - packed_from) / kPairRows * panel, lda, bj, alpha,
+                     c + i * ldc + j, ldc, std::min(kPairRows, m - i), cols);
   }
 }
 
@@ -210,9 +420,11 @@ float HorizontalSum(vf v) {
   return s;
 }
 
-// Row-wise softmax in place, rows x n (row stride n).
-void Softmax(float* x, int rows, int n) {
-  for (int r = 0; r < rows; ++r, x += n) {
+// Row-wise softmax of x (rows x n, row stride n; overwritten) into out (row stride ldo;
+// out == x, ldo == n: in place).
+template <typename Out>
+void Softmax(float* x, int rows, int n, Out* out, int64_t ldo) {
+  for (int r = 0; r < rows; ++r, x += n, out += ldo) {
     int full = n / kLanes * kLanes;
     float mx = -INFINITY;
     if (full) {
@@ -238,8 +450,12 @@ void Softmax(float* x, int rows, int n) {
       for (int j = full; j < n; ++j) total += (x[j] = e[j - full]);
     }
     vf inv = Splat(1.f / total);
-    for (int j = 0; j < full; j += kLanes) Store(x + j, Load(x + j) * inv);
-    for (int j = full; j < n; ++j) x[j] *= inv[0];
+    for (int j = 0; j < full; j += kLanes) StoreLanes(out + j, Load(x + j) * inv);
+    if (full < n) {
+      float tail[kLanes] = {};
+      std::memcpy(tail, x + full, (n - full) * sizeof(float));
+      StoreFirst(out + full, Load(tail) * inv, n - full);
+    }
   }
 }
 
@@ -277,8 +493,8 @@ struct Shape {
   int64_t batch, tq, tk, heads, dim;
 };
 
-ffi::ErrorOr<Shape> CheckShapes(Array& q, Array& k,
-                                Array& v) {
+template <typename Buffer>
+ffi::ErrorOr<Shape> CheckShapes(Buffer& q, Buffer& k, Buffer& v) {
   auto dq = q.dimensions(), dk = k.dimensions(), dv = v.dimensions();
   for (int i = 0; i < 4; ++i) {
     if (dk[i] != dv[i] || (i != 1 && dq[i] != dk[i]))
@@ -304,7 +520,7 @@ ffi::Error Attend(ffi::ThreadPool& pool, float scale, Array& q, Array& k, Array&
     Scratch& scratch = ThreadScratch();
     float* p = pd ? pd + task * s.tq * s.tk : scratch.Get(scratch.t, size_t(s.tq) * s.tk);
     Gemm(View{qd + qo, row, 1}, View{kd + ko, 1, row}, s.tq, s.tk, s.dim, scale, p, s.tk);
-    Softmax(p, s.tq, s.tk);
+    Softmax(p, s.tq, s.tk, p, s.tk);
     Gemm(View{p, s.tk, 1}, View{vd + ko, row, 1}, s.tq, s.dim, s.tk, 1.f, od + qo, row);
   });
   return ffi::Error::Success();
@@ -344,8 +560,11 @@ ffi::Error Backward(ffi::ThreadPool pool, float scale, Array q,
     // ds = p * (dp - rowsum(dout * out)), the softmax's derivative
     for (int64_t i = 0; i < s.tq; ++i) {
       const float *gi = gd + qo + i * row, *oi = od + qo + i * row;
-      float dot = 0.f;
-      for (int64_t d = 0; d < s.dim; ++d) dot += gi[d] * oi[d];
+      vf acc = {};
+      int64_t d = 0;
+      for (; d + kLanes <= s.dim; d += kLanes) acc += Load(gi + d) * Load(oi + d);
+      float dot = HorizontalSum(acc);
+      for (; d < s.dim; ++d) dot += gi[d] * oi[d];
       const float* pi = p + i * s.tk;
       float* di = ds + i * s.tk;
       for (int64_t j = 0; j < s.tk; ++j) di[j] = pi[j] * (di[j] - dot);
@@ -357,21 +576,116 @@ ffi::Error Backward(ffi::ThreadPool pool, float scale, Array q,
   return ffi::Error::Success();
 }
 
+// The bfloat16 versions of Attend, Forward, Inference and Backward: the same steps, the
+// matmuls on bfloat16 pairs, softmax and its derivative in float32 rounded to bfloat16.
+ffi::Error AttendBf16(ffi::ThreadPool& pool, float scale, Bf16Array& q, Bf16Array& k,
+                      Bf16Array& v, uint16_t* od, uint16_t* pd) {
+  auto shape = CheckShapes(q, k, v);
+  if (shape.has_error()) return shape.error();
+  Shape s = *shape;
+  const int64_t row = s.heads * s.dim;
+  const uint16_t *qd = q.typed_data(), *kd = k.typed_data(), *vd = v.typed_data();
+  ParallelFor(pool, s.batch * s.heads, [=](int64_t task) {
+    int64_t b = task / s.heads, h = task % s.heads;
+    int64_t qo = b * s.tq * row + h * s.dim, ko = b * s.tk * row + h * s.dim;
+    Scratch& scratch = ThreadScratch();
+    float* logits = scratch.Get(scratch.t, size_t(s.tq) * s.tk);
+    uint16_t* p = pd ? pd + task * s.tq * s.tk : scratch.Get(scratch.h, size_t(s.tq) * s.tk);
+    PairGemm(View16{qd + qo, row, 1}, View16{kd + ko, 1, row}, s.tq, s.tk, s.dim, scale,
+             logits, s.tk);
+    Softmax(logits, s.tq, s.tk, p, s.tk);
+    PairGemm(View16{p, s.tk, 1}, View16{vd + ko, row, 1}, s.tq, s.dim, s.tk, 1.f, od + qo,
+             row);
+  });
+  return ffi::Error::Success();
+}
+
+ffi::Error ForwardBf16(ffi::ThreadPool pool, float scale, Bf16Array q, Bf16Array k,
+                       Bf16Array v, ffi::Result<Bf16Array> out,
+                       ffi::Result<Bf16Array> probs) {
+  return AttendBf16(pool, scale, q, k, v, out->typed_data(), probs->typed_data());
+}
+
+ffi::Error InferenceBf16(ffi::ThreadPool pool, float scale, Bf16Array q, Bf16Array k,
+                         Bf16Array v, ffi::Result<Bf16Array> out) {
+  return AttendBf16(pool, scale, q, k, v, out->typed_data(), nullptr);
+}
+
+ffi::Error BackwardBf16(ffi::ThreadPool pool, float scale, Bf16Array q, Bf16Array k,
+                        Bf16Array v, Bf16Array out, Bf16Array probs, Bf16Array dout,
+                        ffi::Result<Bf16Array> dq, ffi::Result<Bf16Array> dk,
+                        ffi::Result<Bf16Array> dv) {
+  auto shape = CheckShapes(q, k, v);
+  if (shape.has_error()) return shape.error();
+  Shape s = *shape;
+  const int64_t row = s.heads * s.dim;
+  const uint16_t *qd = q.typed_data(), *kd = k.typed_data(), *vd = v.typed_data();
+  const uint16_t *od = out.typed_data(), *pd = probs.typed_data(), *gd = dout.typed_data();
+  uint16_t *dqd = dq->typed_data(), *dkd = dk->typed_data(), *dvd = dv->typed_data();
+  ParallelFor(pool, s.batch * s.heads, [=](int64_t task) {
+    int64_t b = task / s.heads, h = task % s.heads;
+    int64_t qo = b * s.tq * row + h * s.dim, ko = b * s.tk * row + h * s.dim;
+    const uint16_t* p = pd + task * s.tq * s.tk;
+    Scratch& scratch = ThreadScratch();
+    float* dp = scratch.Get(scratch.t, size_t(s.tq) * s.tk);
+    uint16_t* ds = scratch.Get(scratch.h, size_t(s.tq) * s.tk);
+    // dv = p^T . dout;  dp = dout . v^T
+    PairGemm(View16{p, 1, s.tk}, View16{gd + qo, row, 1}, s.tk, s.dim, s.tq, 1.f, dvd + ko,
+             row);
+    PairGemm(View16{gd + qo, row, 1}, View16{vd + ko, 1, row}, s.tq, s.tk, s.dim, 1.f, dp,
+             s.tk);
+    // ds = p * (dp - rowsum(dout * out)), in float32, rounded to bfloat16
+    const int full = s.tk / kLanes * kLanes;
+    for (int64_t i = 0; i < s.tq; ++i) {
+      const uint16_t *gi = gd + qo + i * row, *oi = od + qo + i * row, *pi = p + i * s.tk;
+      vf acc = {};
+      int64_t d = 0;
+      for (; d + kLanes <= s.dim; d += kLanes) acc += LoadBf16(gi + d) * LoadBf16(oi + d);
+      float dot = HorizontalSum(acc);
+      for (; d < s.dim; ++d) dot += Bf16ToFloat(gi[d]) * Bf16ToFloat(oi[d]);
+      const float* dpi = dp + i * s.tk;
+      uint16_t* di = ds + i * s.tk;
+      for (int j = 0; j < full; j += kLanes)
+        StoreBf16(di + j, LoadBf16(pi + j) * (Load(dpi + j) - Splat(dot)));
+      for (int64_t j = full; j < s.tk; ++j)
+        di[j] = FloatToBf16(Bf16ToFloat(pi[j]) * (dpi[j] - dot));
+    }
+    // dq = scale ds . k;  dk = scale ds^T . q
+    PairGemm(View16{ds, s.tk, 1}, View16{kd + ko, row, 1}, s.tq, s.dim, s.tk, scale,
+             dqd + qo, row);
+    PairGemm(View16{ds, 1, s.tk}, View16{qd + qo, row, 1}, s.tk, s.dim, s.tq, scale,
+             dkd + ko, row);
+  });
+  return ffi::Error::Success();
+}
+
 // What every handler binds first: XLA's thread pool, the scale, q, k and v.
+template <typename Buffer>
 auto BindQkv() {
-  return ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Attr<float>("scale").Arg<Array>().Arg<Array>()
-      .Arg<Array>();
+  return ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Attr<float>("scale").template Arg<Buffer>()
+      .template Arg<Buffer>().template Arg<Buffer>();
 }
 
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(VitAttentionForward, Forward,
-                              BindQkv().Ret<Array>().Ret<Array>());  // out, probs
+                              BindQkv<Array>().Ret<Array>().Ret<Array>());  // out, probs
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(VitAttentionInference, Inference,
-                              BindQkv().Ret<Array>());  // out
+                              BindQkv<Array>().Ret<Array>());  // out
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(VitAttentionBackward, Backward,
-                              BindQkv()  // then out, probs, dout -> dq, dk, dv
+                              BindQkv<Array>()  // then out, probs, dout -> dq, dk, dv
                                   .Arg<Array>().Arg<Array>().Arg<Array>()
                                   .Ret<Array>().Ret<Array>().Ret<Array>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(VitAttentionForwardBf16, ForwardBf16,
+                              BindQkv<Bf16Array>().Ret<Bf16Array>().Ret<Bf16Array>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(VitAttentionInferenceBf16, InferenceBf16,
+                              BindQkv<Bf16Array>().Ret<Bf16Array>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(VitAttentionBackwardBf16, BackwardBf16,
+                              BindQkv<Bf16Array>()
+                                  .Arg<Bf16Array>().Arg<Bf16Array>().Arg<Bf16Array>()
+                                  .Ret<Bf16Array>().Ret<Bf16Array>().Ret<Bf16Array>());

@@ -1,5 +1,6 @@
-"""Float32 multi-head attention on the CPU as one batch-parallel custom call
-(cpu_attention.cc), with its own backward pass.
+"""Multi-head attention on the CPU as one batch-parallel custom call (cpu_attention.cc),
+with its own backward pass, in float32 or bfloat16 (bfloat16 operands, float32 sums:
+AVX512-BF16's dot products where the CPU has them).
 
 XLA:CPU computes a ViT's attention as batched 197x197x64 matmuls, each split over all
 cores; the kernel here gives each (example, head) to one core instead and skips the
@@ -27,8 +28,23 @@ import jax.numpy as jnp
 import numpy as np
 
 SOURCE = Path(__file__).with_name('cpu_attention.cc')
-FORWARD, BACKWARD = 'vit_jax_attention_forward', 'vit_jax_attention_backward'
-INFERENCE = 'vit_jax_attention_inference'  # the forward pass without saving the softmax
+# The handlers of cpu_attention.cc: 'forward' (out and the softmax, for the backward
+# pass), 'inference' (the forward pass without saving the softmax) and 'backward', for each
+# dtype (the C++ symbol's suffix).
+STAGES = ('forward', 'inference', 'backward')
+DTYPES = {jnp.dtype(jnp.float32): '', jnp.dtype(jnp.bfloat16): 'Bf16'}
+TARGET_PREFIX = 'vit_jax_attention_'
+
+
+def target(stage: str, dtype) -> str:
+  """The XLA custom-call target of `stage` for `dtype`: 'vit_jax_attention_forward_bf16'."""
+  suffix = DTYPES[jnp.dtype(dtype)]
+  return TARGET_PREFIX + stage + ('_' + suffix.lower() if suffix else '')
+
+
+def symbol(stage: str, dtype) -> str:
+  """The C++ handler of `stage` for `dtype`: 'VitAttentionForwardBf16'."""
+  return 'VitAttention' + stage.capitalize() + DTYPES[jnp.dtype(dtype)]
 
 
 def _cache_dir() -> Path:
@@ -98,32 +114,38 @@ def available() -> bool:
   except (RuntimeError, OSError) as e:
     warnings.warn(f'vit_jax: CPU attention kernel unavailable, XLA attention instead: {e}')
     return False
-  for name, symbol in ((FORWARD, lib.VitAttentionForward), (BACKWARD, lib.VitAttentionBackward),
-                       (INFERENCE, lib.VitAttentionInference)):
-    jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(symbol), platform='cpu')
+  for dtype in DTYPES:
+    for stage in STAGES:
+      jax.ffi.register_ffi_target(target(stage, dtype),
+                                  jax.ffi.pycapsule(getattr(lib, symbol(stage, dtype))),
+                                  platform='cpu')
   return True
 
 
-def _call(target, shapes, *args, scale):
-  """The custom call `target` on float32 args, returning float32 arrays of `shapes`."""
-  out = tuple(jax.ShapeDtypeStruct(s, jnp.float32) for s in shapes)
-  return jax.ffi.ffi_call(target, out, vmap_method='sequential')(*args,
-                                                                 scale=np.float32(scale))
+def _call(stage: str, shapes, *args, scale):
+  """The custom call of `stage` for the args' dtype, returning arrays of `shapes` in it."""
+  dtype = args[0].dtype
+  if dtype not in DTYPES or any(a.dtype != dtype for a in args):
+    raise ValueError(f'cpu_attention takes float32 or bfloat16 arrays of one dtype, got '
+                     f'{[str(a.dtype) for a in args]}: cast them first.')
+  out = tuple(jax.ShapeDtypeStruct(s, dtype) for s in shapes)
+  return jax.ffi.ffi_call(target(stage, dtype), out, vmap_method='sequential')(
+      *args, scale=np.float32(scale))
 
 
 def _forward(q, k, v, scale):
   """(out, softmax) for the backward pass."""
   b, tq, heads, _ = q.shape
-  return _call(FORWARD, (q.shape, (b, heads, tq, k.shape[1])), q, k, v, scale=scale)
+  return _call('forward', (q.shape, (b, heads, tq, k.shape[1])), q, k, v, scale=scale)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def attention(q, k, v, scale: float):
-  """softmax(scale q.k^T) v per head: q (B, Tq, K, Dh), k and v (B, Tk, K, Dh), float32 ->
-  (B, Tq, K, Dh). Needs available(). Not differentiated (inference), the softmax is not
-  written out: inference 2-3% faster (S/16 1.34 to 1.30 s, Ti/16 415 to 403 ms, batch 32,
-  interleaved medians, Xeon VM)."""
-  return _call(INFERENCE, (q.shape,), q, k, v, scale=scale)[0]
+  """softmax(scale q.k^T) v per head: q (B, Tq, K, Dh), k and v (B, Tk, K, Dh), all float32
+  or all bfloat16 -> (B, Tq, K, Dh) in that dtype. Needs available(). Not differentiated
+  (inference), the softmax is not written out: inference 2-3% faster (S/16 1.34 to 1.30 s,
+  Ti/16 415 to 403 ms, batch 32, interleaved medians, Xeon VM)."""
+  return _call('inference', (q.shape,), q, k, v, scale=scale)[0]
 
 
 def _attention_fwd(q, k, v, scale):
@@ -133,7 +155,7 @@ def _attention_fwd(q, k, v, scale):
 
 def _attention_bwd(scale, residuals, g):
   shapes = tuple(t.shape for t in residuals[:3])  # q, k, v
-  return _call(BACKWARD, shapes, *residuals, g.astype(jnp.float32), scale=scale)
+  return _call('backward', shapes, *residuals, g.astype(residuals[0].dtype), scale=scale)
 
 
 attention.defvjp(_attention_fwd, _attention_bwd)
