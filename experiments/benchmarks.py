@@ -235,7 +235,9 @@ def render(out_dir: Path) -> str:
        'inference is faster than float32 wherever the matmuls dominate (S/16 and B/16 on '
        'every CPU here). The MLP computes its GELU in float32 and rounds it once: XLA:CPU '
        'runs a bfloat16 tanh GELU about 4x slower (bfloat16 Ti/16 steps on the Zen 5: '
-       'inference 14-16% and train 6-14% faster with it, interleaved).'),
+       'inference 14-16% and train 6-14% faster with it, interleaved). Attention runs the '
+       "C++ kernel's bfloat16 version; with it every bfloat16 line on the Zen 5 beat its "
+       'float32 line of the same day (Ti/16 inference +7%, train +32%; B/16 +56%, +74%).'),
       (has('cpu_float32', 'cpu_bfloat16'),
        '- On the Zen 5 VM a few steps (bfloat16 ones above all) took 3-5 s where the others '
        'took ~0.75, nearly all of it system time over about 1,000 page faults (as many '
@@ -312,14 +314,15 @@ STEP_ANALYSES = (
      'Where a whole bfloat16 Ti/16 train step spends its time',
      'The same trace for bfloat16 compute (float32 parameters). The Dense matmuls go to '
      "YNNPACK (`ynn_fusion`), XLA:CPU's path to the bf16 dot-product instructions: on the Zen "
-     '5, 444 ms of traced time for about 206 GFLOP, ~460 GFLOP/s where its 3072^2 bfloat16 '
-     'product reaches 700-780. Around them: the attention kernel, in float32 (`ffi_call`, '
-     '170 ms), conversions between bfloat16 and float32 (`wrapped_convert` and the '
-     '`*_convert_fusion` kinds, ~75 ms), and transposed copies of the activations for the '
-     "weight gradients (`copy_bitcast_fusion`, 33 ms), which float32's 2-D Dense does not "
-     'make. So at Ti/16\'s widths a bfloat16 train step is about as fast as a float32 one '
-     'on that CPU, while S/16 and B/16, whose wider matmuls YNNPACK runs nearer its peak, '
-     'gain.'),
+     '5, 375 ms of traced time for about 206 GFLOP, ~550 GFLOP/s where its bfloat16 matmul '
+     'peak is 700-870. Around them: the attention kernel in bfloat16 (`ffi_call`, 84 ms; '
+     'the float32 kernel on cast inputs took 170 ms in the trace of 2026-12-02), '
+     'conversions between bfloat16 and float32 (`wrapped_convert` and the `*_convert_fusion` '
+     'kinds, ~57 ms), and transposed copies of the activations for the weight gradients '
+     "(`copy_bitcast_fusion`, 25 ms), which float32's 2-D Dense does not make. The step took "
+     '541 ms untraced against 761 for float32 in the cpu_float32 run of the same day. A '
+     'trace taken just before it read 1263 ms of ops for the same step (every elementwise '
+     'kind 3-15x slower): a stalled VM, so traces are taken twice.'),
 )
 
 
