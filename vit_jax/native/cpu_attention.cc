@@ -32,6 +32,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
@@ -41,7 +42,7 @@
 #endif
 
 namespace ffi = xla::ffi;
-using Array = ffi::Buffer<ffi::F32, 4>;  // named types: the handler macros split on commas
+using Array = ffi::Buffer<ffi::F32, 4>;
 using Bf16Array = ffi::Buffer<ffi::BF16, 4>;  // elements are uint16_t, the float32's top half
 
 namespace {
@@ -505,187 +506,159 @@ ffi::ErrorOr<Shape> CheckShapes(Buffer& q, Buffer& k, Buffer& v) {
   return Shape{dq[0], dq[1], dk[1], dq[2], dq[3]};
 }
 
+// What the float32 and bfloat16 handlers differ in; the steps below are written once for
+// T = float or uint16_t (bfloat16's bits). Their matmuls are Gemm or PairGemm, their
+// softmax and its derivative float32, stored as T.
+template <typename T>
+using ArrayOf = std::conditional_t<std::is_same_v<T, float>, Array, Bf16Array>;
+
+inline View Mat(const float* data, int64_t rs, int64_t cs) { return View{data, rs, cs}; }
+inline View16 Mat(const uint16_t* data, int64_t rs, int64_t cs) {
+  return View16{data, rs, cs};
+}
+inline void Matmul(View a, View b, int m, int n, int k, float alpha, float* c, int64_t ldc) {
+  Gemm(a, b, m, n, k, alpha, c, ldc);
+}
+template <typename Out>
+void Matmul(View16 a, View16 b, int m, int n, int k, float alpha, Out* c, int64_t ldc) {
+  PairGemm(a, b, m, n, k, alpha, c, ldc);
+}
+inline vf LoadLanes(const float* p) { return Load(p); }
+inline vf LoadLanes(const uint16_t* p) { return LoadBf16(p); }
+inline float ToFloat(float x) { return x; }
+inline float ToFloat(uint16_t x) { return Bf16ToFloat(x); }
+inline void StoreFloat(float* p, float x) { *p = x; }
+inline void StoreFloat(uint16_t* p, float x) { *p = FloatToBf16(x); }
+
+// Where the values of a float32 scratch matrix go as T: the same memory (computed in
+// place) for float32, a bfloat16 scratch matrix else.
+template <typename T>
+T* AsT(Scratch& scratch, float* values, size_t n) {
+  if constexpr (std::is_same_v<T, float>) {
+    return values;
+  } else {
+    return scratch.Get(scratch.h, n);
+  }
+}
+
 // out = softmax(scale q.k^T) v; the softmax goes to `probs` when it is given (for the
 // backward pass), else it stays in per-thread scratch (inference: nothing written back).
-ffi::Error Attend(ffi::ThreadPool& pool, float scale, Array& q, Array& k, Array& v,
-                  float* od, float* pd) {
+template <typename T>
+ffi::Error Attend(ffi::ThreadPool& pool, float scale, ArrayOf<T>& q, ArrayOf<T>& k,
+                  ArrayOf<T>& v, T* od, T* pd) {
   auto shape = CheckShapes(q, k, v);
   if (shape.has_error()) return shape.error();
   Shape s = *shape;
   const int64_t row = s.heads * s.dim;  // the stride between tokens of one head
-  const float *qd = q.typed_data(), *kd = k.typed_data(), *vd = v.typed_data();
+  const T *qd = q.typed_data(), *kd = k.typed_data(), *vd = v.typed_data();
   ParallelFor(pool, s.batch * s.heads, [=](int64_t task) {
     int64_t b = task / s.heads, h = task % s.heads;
     int64_t qo = b * s.tq * row + h * s.dim, ko = b * s.tk * row + h * s.dim;
+    const size_t n = size_t(s.tq) * s.tk;
     Scratch& scratch = ThreadScratch();
-    float* p = pd ? pd + task * s.tq * s.tk : scratch.Get(scratch.t, size_t(s.tq) * s.tk);
-    Gemm(View{qd + qo, row, 1}, View{kd + ko, 1, row}, s.tq, s.tk, s.dim, scale, p, s.tk);
-    Softmax(p, s.tq, s.tk, p, s.tk);
-    Gemm(View{p, s.tk, 1}, View{vd + ko, row, 1}, s.tq, s.dim, s.tk, 1.f, od + qo, row);
-  });
-  return ffi::Error::Success();
-}
-
-ffi::Error Forward(ffi::ThreadPool pool, float scale, Array q, Array k, Array v,
-                   ffi::Result<Array> out, ffi::Result<Array> probs) {
-  return Attend(pool, scale, q, k, v, out->typed_data(), probs->typed_data());
-}
-
-ffi::Error Inference(ffi::ThreadPool pool, float scale, Array q, Array k, Array v,
-                     ffi::Result<Array> out) {
-  return Attend(pool, scale, q, k, v, out->typed_data(), nullptr);
-}
-
-ffi::Error Backward(ffi::ThreadPool pool, float scale, Array q,
-                    Array k, Array v,
-                    Array out, Array probs,
-                    Array dout, ffi::Result<Array> dq,
-                    ffi::Result<Array> dk, ffi::Result<Array> dv) {
-  auto shape = CheckShapes(q, k, v);
-  if (shape.has_error()) return shape.error();
-  Shape s = *shape;
-  const int64_t row = s.heads * s.dim;
-  const float *qd = q.typed_data(), *kd = k.typed_data(), *vd = v.typed_data();
-  const float *od = out.typed_data(), *pd = probs.typed_data(), *gd = dout.typed_data();
-  float *dqd = dq->typed_data(), *dkd = dk->typed_data(), *dvd = dv->typed_data();
-  ParallelFor(pool, s.batch * s.heads, [=](int64_t task) {
-    int64_t b = task / s.heads, h = task % s.heads;
-    int64_t qo = b * s.tq * row + h * s.dim, ko = b * s.tk * row + h * s.dim;
-    const float* p = pd + task * s.tq * s.tk;
-    Scratch& scratch = ThreadScratch();
-    float* ds = scratch.Get(scratch.t, size_t(s.tq) * s.tk);
-    // dv = p^T . dout;  dp = dout . v^T
-    Gemm(View{p, 1, s.tk}, View{gd + qo, row, 1}, s.tk, s.dim, s.tq, 1.f, dvd + ko, row);
-    Gemm(View{gd + qo, row, 1}, View{vd + ko, 1, row}, s.tq, s.tk, s.dim, 1.f, ds, s.tk);
-    // ds = p * (dp - rowsum(dout * out)), the softmax's derivative
-    for (int64_t i = 0; i < s.tq; ++i) {
-      const float *gi = gd + qo + i * row, *oi = od + qo + i * row;
-      vf acc = {};
-      int64_t d = 0;
-      for (; d + kLanes <= s.dim; d += kLanes) acc += Load(gi + d) * Load(oi + d);
-      float dot = HorizontalSum(acc);
-      for (; d < s.dim; ++d) dot += gi[d] * oi[d];
-      const float* pi = p + i * s.tk;
-      float* di = ds + i * s.tk;
-      for (int64_t j = 0; j < s.tk; ++j) di[j] = pi[j] * (di[j] - dot);
-    }
-    // dq = scale ds . k;  dk = scale ds^T . q
-    Gemm(View{ds, s.tk, 1}, View{kd + ko, row, 1}, s.tq, s.dim, s.tk, scale, dqd + qo, row);
-    Gemm(View{ds, 1, s.tk}, View{qd + qo, row, 1}, s.tk, s.dim, s.tq, scale, dkd + ko, row);
-  });
-  return ffi::Error::Success();
-}
-
-// The bfloat16 versions of Attend, Forward, Inference and Backward: the same steps, the
-// matmuls on bfloat16 pairs, softmax and its derivative in float32 rounded to bfloat16.
-ffi::Error AttendBf16(ffi::ThreadPool& pool, float scale, Bf16Array& q, Bf16Array& k,
-                      Bf16Array& v, uint16_t* od, uint16_t* pd) {
-  auto shape = CheckShapes(q, k, v);
-  if (shape.has_error()) return shape.error();
-  Shape s = *shape;
-  const int64_t row = s.heads * s.dim;
-  const uint16_t *qd = q.typed_data(), *kd = k.typed_data(), *vd = v.typed_data();
-  ParallelFor(pool, s.batch * s.heads, [=](int64_t task) {
-    int64_t b = task / s.heads, h = task % s.heads;
-    int64_t qo = b * s.tq * row + h * s.dim, ko = b * s.tk * row + h * s.dim;
-    Scratch& scratch = ThreadScratch();
-    float* logits = scratch.Get(scratch.t, size_t(s.tq) * s.tk);
-    uint16_t* p = pd ? pd + task * s.tq * s.tk : scratch.Get(scratch.h, size_t(s.tq) * s.tk);
-    PairGemm(View16{qd + qo, row, 1}, View16{kd + ko, 1, row}, s.tq, s.tk, s.dim, scale,
-             logits, s.tk);
+    float* logits = scratch.Get(scratch.t, n);
+    T* p = pd ? pd + task * n : AsT<T>(scratch, logits, n);
+    Matmul(Mat(qd + qo, row, 1), Mat(kd + ko, 1, row), s.tq, s.tk, s.dim, scale, logits,
+           s.tk);
     Softmax(logits, s.tq, s.tk, p, s.tk);
-    PairGemm(View16{p, s.tk, 1}, View16{vd + ko, row, 1}, s.tq, s.dim, s.tk, 1.f, od + qo,
-             row);
+    Matmul(Mat(p, s.tk, 1), Mat(vd + ko, row, 1), s.tq, s.dim, s.tk, 1.f, od + qo, row);
   });
   return ffi::Error::Success();
 }
 
-ffi::Error ForwardBf16(ffi::ThreadPool pool, float scale, Bf16Array q, Bf16Array k,
-                       Bf16Array v, ffi::Result<Bf16Array> out,
-                       ffi::Result<Bf16Array> probs) {
-  return AttendBf16(pool, scale, q, k, v, out->typed_data(), probs->typed_data());
+template <typename T>
+ffi::Error Forward(ffi::ThreadPool pool, float scale, ArrayOf<T> q, ArrayOf<T> k,
+                   ArrayOf<T> v, ffi::Result<ArrayOf<T>> out,
+                   ffi::Result<ArrayOf<T>> probs) {
+  return Attend<T>(pool, scale, q, k, v, out->typed_data(), probs->typed_data());
 }
 
-ffi::Error InferenceBf16(ffi::ThreadPool pool, float scale, Bf16Array q, Bf16Array k,
-                         Bf16Array v, ffi::Result<Bf16Array> out) {
-  return AttendBf16(pool, scale, q, k, v, out->typed_data(), nullptr);
+template <typename T>
+ffi::Error Inference(ffi::ThreadPool pool, float scale, ArrayOf<T> q, ArrayOf<T> k,
+                     ArrayOf<T> v, ffi::Result<ArrayOf<T>> out) {
+  return Attend<T>(pool, scale, q, k, v, out->typed_data(), nullptr);
 }
 
-ffi::Error BackwardBf16(ffi::ThreadPool pool, float scale, Bf16Array q, Bf16Array k,
-                        Bf16Array v, Bf16Array out, Bf16Array probs, Bf16Array dout,
-                        ffi::Result<Bf16Array> dq, ffi::Result<Bf16Array> dk,
-                        ffi::Result<Bf16Array> dv) {
+template <typename T>
+ffi::Error Backward(ffi::ThreadPool pool, float scale, ArrayOf<T> q, ArrayOf<T> k,
+                    ArrayOf<T> v, ArrayOf<T> out, ArrayOf<T> probs, ArrayOf<T> dout,
+                    ffi::Result<ArrayOf<T>> dq, ffi::Result<ArrayOf<T>> dk,
+                    ffi::Result<ArrayOf<T>> dv) {
   auto shape = CheckShapes(q, k, v);
   if (shape.has_error()) return shape.error();
   Shape s = *shape;
   const int64_t row = s.heads * s.dim;
-  const uint16_t *qd = q.typed_data(), *kd = k.typed_data(), *vd = v.typed_data();
-  const uint16_t *od = out.typed_data(), *pd = probs.typed_data(), *gd = dout.typed_data();
-  uint16_t *dqd = dq->typed_data(), *dkd = dk->typed_data(), *dvd = dv->typed_data();
+  const T *qd = q.typed_data(), *kd = k.typed_data(), *vd = v.typed_data();
+  const T *od = out.typed_data(), *pd = probs.typed_data(), *gd = dout.typed_data();
+  T *dqd = dq->typed_data(), *dkd = dk->typed_data(), *dvd = dv->typed_data();
   ParallelFor(pool, s.batch * s.heads, [=](int64_t task) {
     int64_t b = task / s.heads, h = task % s.heads;
     int64_t qo = b * s.tq * row + h * s.dim, ko = b * s.tk * row + h * s.dim;
-    const uint16_t* p = pd + task * s.tq * s.tk;
+    const size_t n = size_t(s.tq) * s.tk;
+    const T* p = pd + task * n;
     Scratch& scratch = ThreadScratch();
-    float* dp = scratch.Get(scratch.t, size_t(s.tq) * s.tk);
-    uint16_t* ds = scratch.Get(scratch.h, size_t(s.tq) * s.tk);
+    float* dp = scratch.Get(scratch.t, n);
+    T* ds = AsT<T>(scratch, dp, n);
     // dv = p^T . dout;  dp = dout . v^T
-    PairGemm(View16{p, 1, s.tk}, View16{gd + qo, row, 1}, s.tk, s.dim, s.tq, 1.f, dvd + ko,
-             row);
-    PairGemm(View16{gd + qo, row, 1}, View16{vd + ko, 1, row}, s.tq, s.tk, s.dim, 1.f, dp,
-             s.tk);
-    // ds = p * (dp - rowsum(dout * out)), in float32, rounded to bfloat16
+    Matmul(Mat(p, 1, s.tk), Mat(gd + qo, row, 1), s.tk, s.dim, s.tq, 1.f, dvd + ko, row);
+    Matmul(Mat(gd + qo, row, 1), Mat(vd + ko, 1, row), s.tq, s.tk, s.dim, 1.f, dp, s.tk);
+    // ds = p * (dp - rowsum(dout * out)), the softmax's derivative, in float32
     const int full = s.tk / kLanes * kLanes;
     for (int64_t i = 0; i < s.tq; ++i) {
-      const uint16_t *gi = gd + qo + i * row, *oi = od + qo + i * row, *pi = p + i * s.tk;
+      const T *gi = gd + qo + i * row, *oi = od + qo + i * row, *pi = p + i * s.tk;
       vf acc = {};
       int64_t d = 0;
-      for (; d + kLanes <= s.dim; d += kLanes) acc += LoadBf16(gi + d) * LoadBf16(oi + d);
+      for (; d + kLanes <= s.dim; d += kLanes) acc += LoadLanes(gi + d) * LoadLanes(oi + d);
       float dot = HorizontalSum(acc);
-      for (; d < s.dim; ++d) dot += Bf16ToFloat(gi[d]) * Bf16ToFloat(oi[d]);
+      for (; d < s.dim; ++d) dot += ToFloat(gi[d]) * ToFloat(oi[d]);
       const float* dpi = dp + i * s.tk;
-      uint16_t* di = ds + i * s.tk;
+      T* di = ds + i * s.tk;
       for (int j = 0; j < full; j += kLanes)
-        StoreBf16(di + j, LoadBf16(pi + j) * (Load(dpi + j) - Splat(dot)));
-      for (int64_t j = full; j < s.tk; ++j)
-        di[j] = FloatToBf16(Bf16ToFloat(pi[j]) * (dpi[j] - dot));
+        StoreLanes(di + j, LoadLanes(pi + j) * (Load(dpi + j) - Splat(dot)));
+      for (int64_t j = full; j < s.tk; ++j) StoreFloat(di + j, ToFloat(pi[j]) * (dpi[j] - dot));
     }
     // dq = scale ds . k;  dk = scale ds^T . q
-    PairGemm(View16{ds, s.tk, 1}, View16{kd + ko, row, 1}, s.tq, s.dim, s.tk, scale,
-             dqd + qo, row);
-    PairGemm(View16{ds, 1, s.tk}, View16{qd + qo, row, 1}, s.tk, s.dim, s.tq, scale,
-             dkd + ko, row);
+    Matmul(Mat(ds, s.tk, 1), Mat(kd + ko, row, 1), s.tq, s.dim, s.tk, scale, dqd + qo, row);
+    Matmul(Mat(ds, 1, s.tk), Mat(qd + qo, row, 1), s.tk, s.dim, s.tq, scale, dkd + ko, row);
   });
   return ffi::Error::Success();
 }
 
-// What every handler binds first: XLA's thread pool, the scale, q, k and v.
-template <typename Buffer>
+// What every handler binds first: XLA's thread pool, the scale, q, k and v; then each
+// stage's own arguments and results.
+template <typename T>
 auto BindQkv() {
-  return ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Attr<float>("scale").template Arg<Buffer>()
-      .template Arg<Buffer>().template Arg<Buffer>();
+  return ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Attr<float>("scale")
+      .template Arg<ArrayOf<T>>().template Arg<ArrayOf<T>>().template Arg<ArrayOf<T>>();
+}
+
+template <typename T>
+auto BindForward() {  // -> out, probs
+  return BindQkv<T>().template Ret<ArrayOf<T>>().template Ret<ArrayOf<T>>();
+}
+
+template <typename T>
+auto BindInference() {  // -> out
+  return BindQkv<T>().template Ret<ArrayOf<T>>();
+}
+
+template <typename T>
+auto BindBackward() {  // then out, probs, dout -> dq, dk, dv
+  return BindQkv<T>().template Arg<ArrayOf<T>>().template Arg<ArrayOf<T>>()
+      .template Arg<ArrayOf<T>>().template Ret<ArrayOf<T>>().template Ret<ArrayOf<T>>()
+      .template Ret<ArrayOf<T>>();
 }
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(VitAttentionForward, Forward,
-                              BindQkv<Array>().Ret<Array>().Ret<Array>());  // out, probs
+XLA_FFI_DEFINE_HANDLER_SYMBOL(VitAttentionForward, Forward<float>, BindForward<float>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(VitAttentionInference, Inference<float>,
+                              BindInference<float>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(VitAttentionBackward, Backward<float>, BindBackward<float>());
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(VitAttentionInference, Inference,
-                              BindQkv<Array>().Ret<Array>());  // out
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(VitAttentionBackward, Backward,
-                              BindQkv<Array>()  // then out, probs, dout -> dq, dk, dv
-                                  .Arg<Array>().Arg<Array>().Arg<Array>()
-                                  .Ret<Array>().Ret<Array>().Ret<Array>());
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(VitAttentionForwardBf16, ForwardBf16,
-                              BindQkv<Bf16Array>().Ret<Bf16Array>().Ret<Bf16Array>());
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(VitAttentionInferenceBf16, InferenceBf16,
-                              BindQkv<Bf16Array>().Ret<Bf16Array>());
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(VitAttentionBackwardBf16, BackwardBf16,
-                              BindQkv<Bf16Array>()
-                                  .Arg<Bf16Array>().Arg<Bf16Array>().Arg<Bf16Array>()
-                                  .Ret<Bf16Array>().Ret<Bf16Array>().Ret<Bf16Array>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(VitAttentionForwardBf16, Forward<uint16_t>,
+                              BindForward<uint16_t>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(VitAttentionInferenceBf16, Inference<uint16_t>,
+                              BindInference<uint16_t>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(VitAttentionBackwardBf16, Backward<uint16_t>,
+                              BindBackward<uint16_t>());
