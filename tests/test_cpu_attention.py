@@ -129,8 +129,7 @@ def test_every_vector_width_computes_the_same_attention(tmp_path):
           shaped(q.shape), shaped((b, heads, tq, tk))))(q, k, v, scale=scale)
       inference = jax.ffi.ffi_call(names['inference'], shaped(q.shape))(q, k, v, scale=scale)
       grads = jax.ffi.ffi_call(names['backward'], (
-          shaped(q.shape), shaped(k.shape), shaped(v.shape)))(q, k, v, out, probs, g,
-                                                              scale=scale)
+          shaped(q.shape), shaped(k.shape), shaped(v.shape)))(q, k, v, probs, g, scale=scale)
       for got in (out, inference, *grads):
         assert got.dtype == dtype
       for got in (out, inference):

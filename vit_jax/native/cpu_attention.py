@@ -150,7 +150,7 @@ def attention(q, k, v, scale: float):
 
 def _attention_fwd(q, k, v, scale):
   out, probs = _forward(q, k, v, scale)
-  return out, (q, k, v, out, probs)
+  return out, (q, k, v, probs)
 
 
 def _attention_bwd(scale, residuals, g):
