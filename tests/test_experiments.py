@@ -5,6 +5,7 @@ images, real MNIST/Fashion-MNIST from ../shared) as subprocesses of vit_jax.main
 writes its report; the tests check the runs, the table rows and the numbers in them.
 """
 
+import argparse
 import json
 import math
 import re
@@ -77,6 +78,20 @@ def test_precision_smoke(tmp_path):
     config = json.loads((root / f'{dtype}_s0' / 'config.json').read_text())
     assert config['model']['dtype'] == dtype and config['model']['param_dtype'] == 'float32'
     assert config['dataset']['name'] == 'mnist'
+
+
+def test_precision_variant_puts_the_attention_kernel_in_the_comparison():
+  """configs/mnist.py's 17 tokens keep XLA's attention; --variant=mu/4's 50 tokens run the
+  C++ kernel in the compute dtype, and the variant reaches every run's overrides."""
+  from vit_jax.models import vit  # pylint: disable=g-import-not-at-top
+  dh = 64 // 4  # configs/mnist.py: width 64, 4 heads
+  assert not vit.use_cpu_attention_kernel(17, 17, dh)
+  assert vit.use_cpu_attention_kernel(50, 50, dh)
+  args = argparse.Namespace(variant='mu/4', seeds=2, steps=1400, smoke=False)
+  runs = precision.runs(args)
+  assert [r.overrides['model.variant'] for r in runs] == ['mu/4'] * 4
+  args.variant = precision.DEFAULT_VARIANT
+  assert all('model.variant' not in r.overrides for r in precision.runs(args))
 
 
 def test_headline_smoke_rerun_skips_finished_runs_and_report_cli(tmp_path, capsys):
