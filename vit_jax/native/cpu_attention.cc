@@ -78,24 +78,12 @@ typedef uint32_t vu __attribute__((vector_size(kLanes * sizeof(uint32_t))));
 typedef uint16_t vh __attribute__((vector_size(kLanes * sizeof(uint16_t))));
 
 inline vf AsFloat(vu u) { vf f; std::memcpy(&f, &u, sizeof f); return f; }
-inline float Bf16ToFloat(uint16_t h) {
-  uint32_t u = uint32_t(h) << 16;
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
-inline uint16_t FloatToBf16(float f) {  // round to nearest even; NaN stays NaN
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof u);
-  if (f != f) return uint16_t(u >> 16 | 0x40);
-  return uint16_t((u + 0x7fff + (u >> 16 & 1)) >> 16);
-}
 inline vf LoadBf16(const uint16_t* p) {
   vh h;
   std::memcpy(&h, p, sizeof h);
   return AsFloat(__builtin_convertvector(h, vu) << 16);
 }
-inline void StoreBf16(uint16_t* p, vf v) {  // FloatToBf16 per lane
+inline void StoreBf16(uint16_t* p, vf v) {  // round to nearest even; NaN stays NaN
   vu u;
   std::memcpy(&u, &v, sizeof u);
   vu rounded = (u + 0x7fff + (u >> 16 & 1)) >> 16;
@@ -103,9 +91,19 @@ inline void StoreBf16(uint16_t* p, vf v) {  // FloatToBf16 per lane
   std::memcpy(p, &h, sizeof h);
 }
 
-// Stores of kLanes results, or of the first `count`, as float32 or as bfloat16.
+// Loads and stores of kLanes values, or of the first `count` (zeros past it), as float32
+// or as bfloat16: partial rows go through the vector code too.
+inline vf LoadLanes(const float* p) { return Load(p); }
+inline vf LoadLanes(const uint16_t* p) { return LoadBf16(p); }
 inline void StoreLanes(float* p, vf v) { Store(p, v); }
 inline void StoreLanes(uint16_t* p, vf v) { StoreBf16(p, v); }
+template <typename In>
+inline vf LoadFirst(const In* p, int count) {
+  if (count == kLanes) return LoadLanes(p);
+  In tmp[kLanes] = {};
+  std::memcpy(tmp, p, count * sizeof(In));
+  return LoadLanes(tmp);
+}
 template <typename Out>
 inline void StoreFirst(Out* p, vf v, int count) {
   if (count == kLanes) return StoreLanes(p, v);
@@ -444,19 +442,14 @@ void Softmax(float* x, int rows, int n, Out* out, int64_t ldo) {
       sum += e;
     }
     float total = HorizontalSum(sum);
-    if (full < n) {  // the tail, through the vector exp on a zero-padded copy
-      float tail[kLanes] = {};
-      for (int j = full; j < n; ++j) tail[j - full] = x[j] - mx;
-      vf e = Exp(Load(tail));
-      for (int j = full; j < n; ++j) total += (x[j] = e[j - full]);
+    vf tail = {};
+    if (full < n) {  // the tail, through the vector exp
+      tail = Exp(LoadFirst(x + full, n - full) - Splat(mx));
+      for (int j = full; j < n; ++j) total += tail[j - full];
     }
     vf inv = Splat(1.f / total);
     for (int j = 0; j < full; j += kLanes) StoreLanes(out + j, Load(x + j) * inv);
-    if (full < n) {
-      float tail[kLanes] = {};
-      std::memcpy(tail, x + full, (n - full) * sizeof(float));
-      StoreFirst(out + full, Load(tail) * inv, n - full);
-    }
+    if (full < n) StoreFirst(out + full, tail * inv, n - full);
   }
 }
 
@@ -523,12 +516,6 @@ template <typename Out>
 void Matmul(View16 a, View16 b, int m, int n, int k, float alpha, Out* c, int64_t ldc) {
   PairGemm(a, b, m, n, k, alpha, c, ldc);
 }
-inline vf LoadLanes(const float* p) { return Load(p); }
-inline vf LoadLanes(const uint16_t* p) { return LoadBf16(p); }
-inline float ToFloat(float x) { return x; }
-inline float ToFloat(uint16_t x) { return Bf16ToFloat(x); }
-inline void StoreFloat(float* p, float x) { *p = x; }
-inline void StoreFloat(uint16_t* p, float x) { *p = FloatToBf16(x); }
 
 // Where the values of a float32 scratch matrix go as T: the same memory (computed in
 // place) for float32, a bfloat16 scratch matrix else.
@@ -609,14 +596,15 @@ ffi::Error Backward(ffi::ThreadPool pool, float scale, ArrayOf<T> q, ArrayOf<T> 
     for (int64_t i = 0; i < s.tq; ++i) {
       const T* pi = p + i * s.tk;
       const float* dpi = dp + i * s.tk;
-      vf acc = {};
-      for (int j = 0; j < full; j += kLanes) acc += LoadLanes(pi + j) * Load(dpi + j);
-      float dot = HorizontalSum(acc);
-      for (int64_t j = full; j < s.tk; ++j) dot += ToFloat(pi[j]) * dpi[j];
       T* di = ds + i * s.tk;
+      const vf p_tail = LoadFirst(pi + full, s.tk - full);
+      const vf dp_tail = LoadFirst(dpi + full, s.tk - full);
+      vf acc = p_tail * dp_tail;
+      for (int j = 0; j < full; j += kLanes) acc += LoadLanes(pi + j) * Load(dpi + j);
+      const vf dot = Splat(HorizontalSum(acc));
       for (int j = 0; j < full; j += kLanes)
-        StoreLanes(di + j, LoadLanes(pi + j) * (Load(dpi + j) - Splat(dot)));
-      for (int64_t j = full; j < s.tk; ++j) StoreFloat(di + j, ToFloat(pi[j]) * (dpi[j] - dot));
+        StoreLanes(di + j, LoadLanes(pi + j) * (Load(dpi + j) - dot));
+      if (full < s.tk) StoreFirst(di + full, p_tail * (dp_tail - dot), s.tk - full);
     }
     // dq = scale ds . k;  dk = scale ds^T . q
     Matmul(Mat(ds, s.tk, 1), Mat(kd + ko, row, 1), s.tq, s.dim, s.tk, scale, dqd + qo, row);
