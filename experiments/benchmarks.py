@@ -4,12 +4,15 @@ lines and a markdown report to experiments/results/benchmarks/.
   ./launch.sh python -m experiments.benchmarks                       # every CPU suite
   ./launch.sh python -m experiments.benchmarks --suites=cpu_float32  # one of them
   ./launch.sh python -m experiments.benchmarks --report-only         # re-render results.md
+  ./launch.sh python -m experiments.benchmarks --results-dir=experiments/results/benchmarks/zen5
   python -m experiments.benchmarks --suites=gpu_train,gpu,gpu_dot_output --results-dir=$OUT
 
 Each suite is one benchmark command; its lines go to SUITE.jsonl next to SUITE.json (the
-command, the date, the wall-clock time). results.md is rendered from those files only, so
-every figure it shows comes with the command that produced it. Run nothing else on the
-machine meanwhile: the timings are only as quiet as the machine.
+command, the date, the wall-clock time, the commit). results.md is rendered from those files
+only, so every figure it shows comes with the command that produced it. Another CPU's runs
+go to a subfolder; the README's table quotes the newest run, the others in a dated sentence
+each. Run nothing else on the machine meanwhile: the timings are only as quiet as the
+machine.
 """
 
 import argparse
@@ -76,7 +79,19 @@ def run_suite(name: str, out_dir: Path):
   (out_dir / f'{name}.json').write_text(json.dumps(dict(
       command='./launch.sh python -m vit_jax.benchmark ' + shlex.join(SUITES[name]['args']),
       finished=time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime()),
-      wall_s=round(time.time() - t0, 1)), indent=2))
+      wall_s=round(time.time() - t0, 1), commit=_commit()), indent=2))
+
+
+def _commit() -> str:
+  """The code a suite ran: HEAD's short hash, '+changes' where tracked files differ from it
+  ('unknown' outside a git checkout, e.g. a copied tree)."""
+  git = lambda *a: subprocess.run(['git', *a], cwd=REPO, capture_output=True,  # noqa: E731
+                                  text=True, check=False)
+  head = git('rev-parse', '--short=10', 'HEAD')
+  if head.returncode:
+    return 'unknown'
+  changed = git('status', '--porcelain', '--untracked-files=no').stdout.strip()
+  return head.stdout.strip() + ('+changes' if changed else '')
 
 
 # ---- Rendering. ----
@@ -184,7 +199,7 @@ def render(out_dir: Path) -> str:
            "trainer's own (AdamW, the non-finite guard, donated state). The PyTorch peer is "
            'the same-shaped Hugging Face `ViTForImageClassification`, timed in the same '
            'process after ours.']
-  others = _other_cpus(out_dir)
+  others = [_cpu_sentence(d, f'{d.name}/') for d in reversed(_cpu_runs(out_dir))]
   if others:
     parts += ['', 'Other CPUs (the same suites, run with `--results-dir` set to a '
               'subfolder). ' + ' '.join(others)]
@@ -209,7 +224,8 @@ def render(out_dir: Path) -> str:
     else:
       parts += _peer_tables(lines)
     wall = 'wall time not recorded' if meta['wall_s'] is None else f'{meta["wall_s"]:.0f} s'
-    parts += ['', f'`{meta["command"]}` ({wall}, finished {meta["finished"]}; '
+    at = f' at commit {meta["commit"]}' if 'commit' in meta else ''
+    parts += ['', f'`{meta["command"]}` ({wall}, finished {meta["finished"]}{at}; '
               f'{env.get("device", "?")} on {env.get("cpu", "?")}, {env.get("cpu_count", "?")} '
               f'cores, JAX {env.get("jax", "?")}).'
               + (f' {meta["note"]}' if 'note' in meta else '')]
@@ -332,15 +348,17 @@ END = '<!-- benchmarks:end -->'
 
 
 def readme_block(out_dir: Path) -> str:
-  """The README's quote of the CPU tables: images/s, ours and the PyTorch peer's."""
-  rows, env = {}, {}
-  for dtype in ('float32', 'bfloat16'):
-    for l in _jsonl(out_dir / f'cpu_{dtype}.jsonl'):
-      key = (l['variant'], l['mode'])
-      rows.setdefault(key, {})[(l['impl'], dtype)] = l['images_per_sec']
-      env = env or l
-  if not rows:
+  """The README's quote of the CPU tables: images/s, ours and the PyTorch peer's, from the
+  newest run of the peer suites (out_dir's own or a subfolder's: the code changes between
+  runs, so the newest shows what it does now), then a dated sentence per other CPU run."""
+  runs = _cpu_runs(out_dir, [out_dir])
+  if not runs:
     return ''
+  newest = runs[-1]
+  rows = {}
+  for dtype in ('float32', 'bfloat16'):
+    for l in _jsonl(newest / f'cpu_{dtype}.jsonl'):
+      rows.setdefault((l['variant'], l['mode']), {})[(l['impl'], dtype)] = l['images_per_sec']
   body = []
   for (variant, mode), r in rows.items():
     cells = [variant, mode]
@@ -350,46 +368,79 @@ def readme_block(out_dir: Path) -> str:
     body.append(cells)
   table = _table(['variant (batch 32, 224 px)', 'mode', 'ours f32', 'PyTorch f32', 'ratio',
                   'ours bf16', 'PyTorch bf16', 'ratio'], body)
+  env = _jsonl(newest / 'cpu_float32.jsonl')[0]
+  link = _readme_link(out_dir, newest)
   return '\n'.join([
-      f'Images/s on {env.get("cpu", "?")} ({env.get("cpu_count", "?")} cores), ours against '
-      'the same-shaped Hugging Face ViT in PyTorch (eager), timed in one run; from '
-      '[experiments/results/benchmarks](experiments/results/benchmarks/results.md), which '
-      'has MFU, compile time, memory and the commands:', '', *table, *_gpu_quote(out_dir),
-      *[x for o in _other_cpus(out_dir, 'experiments/results/benchmarks/') for x in ('', o)]])
+      f'Images/s on a {env.get("cpu_count", "?")}-core {_cpu_name(newest)}, measured '
+      f'{_measured(newest)}, ours against the same-shaped Hugging Face ViT in PyTorch '
+      f'(eager), timed in one run; from [{link}]({link}/results.md), which has MFU, compile '
+      'time, memory and the commands:', '', *table, *_gpu_quote(out_dir),
+      *[x for d in reversed(runs[:-1])
+        for x in ('', _cpu_sentence(d, _readme_link(out_dir, d) + '/'))]])
 
 
-def _other_cpus(out_dir: Path, link_prefix: str = '') -> list[str]:
-  """A sentence per subfolder of out_dir holding the float32 peer suite run on another CPU
-  (`--results-dir=experiments/results/benchmarks/NAME`): its CPU, range of ratios, link,
-  and with the bfloat16 suite beside it, its ratios and how bfloat16 trains against
-  float32 (AMX changes that)."""
-  out = []
-  for d in sorted(p for p in out_dir.iterdir() if (p / 'cpu_float32.jsonl').exists()):
-    lines = _jsonl(d / 'cpu_float32.jsonl')
-    ours = [l for l in lines if 'ratio_vs_torch_eager' in l]
-    if not ours:
-      continue
-    ratios = [l['ratio_vs_torch_eager'] for l in ours]
-    theirs = next((l['peak_gflops'] for l in lines if l['impl'] == 'hf_torch_eager'
-                   and 'peak_gflops' in l), None)
-    text = (f'On {ours[0]["cpu"]} ([{d.name}]({link_prefix}{d.name}/results.md)), float32 '
-            f'ours / PyTorch is {min(ratios):.2f} to {max(ratios):.2f}'
-            + ('' if theirs is None else
-               f', with float32 matmul peaks of {ours[0]["peak_gflops"]:.0f} (ours) and '
-               f'{theirs:.0f} GFLOP/s (PyTorch)'))
-    bf16 = [l for l in _jsonl(d / 'cpu_bfloat16.jsonl') if 'ratio_vs_torch_eager' in l]
-    if bf16:
-      bf16_ratios = [l['ratio_vs_torch_eager'] for l in bf16]
-      text += (f'; bfloat16 ours / PyTorch is {min(bf16_ratios):.2f} to '
-               f'{max(bf16_ratios):.2f}')
-      f32_train = {l['variant']: l['images_per_sec'] for l in ours if l['mode'] == 'train'}
-      speedups = [l['images_per_sec'] / f32_train[l['variant']] for l in bf16
-                  if l['mode'] == 'train' and l['variant'] in f32_train]
-      if speedups:
-        text += (f', and our bfloat16 train steps run {min(speedups):.2f} to '
-                 f'{max(speedups):.2f} times as fast as our float32 ones')
-    out.append(text + '.')
-  return out
+def _readme_link(out_dir: Path, d: Path) -> str:
+  """d (out_dir or one of its subfolders) as the README links it."""
+  base = 'experiments/results/benchmarks'
+  return base if d == out_dir else f'{base}/{d.name}'
+
+
+def _meta(d: Path, suite: str) -> dict:
+  """A suite's record (command, finish time...) in d; {} where there is none."""
+  path = d / f'{suite}.json'
+  return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _measured(d: Path) -> str:
+  """When and on which commit d's float32 peer suite ran, as far as its record says."""
+  meta = _meta(d, 'cpu_float32')
+  text = meta['finished'][:10] if 'finished' in meta else 'on an unrecorded date'
+  return text + (f' at commit {meta["commit"]}' if 'commit' in meta else '')
+
+
+def _cpu_name(d: Path) -> str:
+  """The CPU of d's runs: the record's own `cpu` where the lines predate the benchmark
+  naming the CPU's model, else the lines'."""
+  lines = _jsonl(d / 'cpu_float32.jsonl')
+  return _meta(d, 'cpu_float32').get('cpu') or lines[0].get('cpu', '?')
+
+
+def _cpu_runs(out_dir: Path, include: list[Path] = ()) -> list[Path]:
+  """out_dir's subfolders (and the folders in include) holding the float32 peer suite with
+  ratios (one CPU's run each, `--results-dir=experiments/results/benchmarks/NAME`), oldest
+  first."""
+  dirs = [*include, *sorted(p for p in out_dir.iterdir() if p.is_dir())]
+  runs = [d for d in dirs
+          if any('ratio_vs_torch_eager' in l for l in _jsonl(d / 'cpu_float32.jsonl'))]
+  return sorted(runs, key=lambda d: _meta(d, 'cpu_float32').get('finished', ''))
+
+
+def _cpu_sentence(d: Path, link_prefix: str = '') -> str:
+  """d's float32 peer suite in a sentence: its CPU, date, range of ratios, link, and with
+  the bfloat16 suite beside it, its ratios and how bfloat16 trains against float32 (AMX
+  changes that)."""
+  lines = _jsonl(d / 'cpu_float32.jsonl')
+  ours = [l for l in lines if 'ratio_vs_torch_eager' in l]
+  ratios = [l['ratio_vs_torch_eager'] for l in ours]
+  theirs = next((l['peak_gflops'] for l in lines if l['impl'] == 'hf_torch_eager'
+                 and 'peak_gflops' in l), None)
+  text = (f'On {_cpu_name(d)} ([{d.name}]({link_prefix}results.md), measured '
+          f'{_measured(d)}), float32 ours / PyTorch is {min(ratios):.2f} to '
+          f'{max(ratios):.2f}'
+          + ('' if theirs is None else
+             f', with float32 matmul peaks of {ours[0]["peak_gflops"]:.0f} (ours) and '
+             f'{theirs:.0f} GFLOP/s (PyTorch)'))
+  bf16 = [l for l in _jsonl(d / 'cpu_bfloat16.jsonl') if 'ratio_vs_torch_eager' in l]
+  if bf16:
+    bf16_ratios = [l['ratio_vs_torch_eager'] for l in bf16]
+    text += f'; bfloat16 ours / PyTorch is {min(bf16_ratios):.2f} to {max(bf16_ratios):.2f}'
+    f32_train = {l['variant']: l['images_per_sec'] for l in ours if l['mode'] == 'train'}
+    speedups = [l['images_per_sec'] / f32_train[l['variant']] for l in bf16
+                if l['mode'] == 'train' and l['variant'] in f32_train]
+    if speedups:
+      text += (f', and our bfloat16 train steps run {min(speedups):.2f} to '
+               f'{max(speedups):.2f} times as fast as our float32 ones')
+  return text + '.'
 
 
 def _gpu_quote(out_dir: Path) -> list[str]:
@@ -437,8 +488,8 @@ def main(argv=None):
       run_suite(name, args.results_dir)
   (args.results_dir / 'results.md').write_text(render(args.results_dir))
   print(f'wrote {args.results_dir / "results.md"}', file=sys.stderr)
-  if args.results_dir.resolve() == RESULTS.resolve():
-    update_readme(args.results_dir)
+  if RESULTS.resolve() in (args.results_dir.resolve(), args.results_dir.resolve().parent):
+    update_readme(RESULTS)  # it quotes the newest run, whichever CPU's folder that is
     print(f'updated the benchmark table in {README}', file=sys.stderr)
 
 

@@ -140,6 +140,9 @@ def test_benchmark_suites_write_jsonl_and_tables(tmp_path, monkeypatch):
   meta = json.loads((tmp_path / 'cpu_float32.json').read_text())
   assert meta['command'].startswith('./launch.sh python -m vit_jax.benchmark --variant=mu/8')
   assert f'`{meta["command"]}`' in md
+  head = subprocess.run(['git', 'rev-parse', '--short=10', 'HEAD'], cwd=REPO,
+                        capture_output=True, text=True, check=True).stdout.strip()
+  assert meta['commit'].startswith(head) and f'at commit {meta["commit"]};' in md
   ours, = [json.loads(l) for l in (tmp_path / 'cpu_float32.jsonl').read_text().splitlines()
            if '"vit_jax"' in l]
   assert f'| mu/8 | infer | {ours["images_per_sec"]:.2f} |' in md
@@ -152,10 +155,22 @@ def test_benchmark_suites_write_jsonl_and_tables(tmp_path, monkeypatch):
   (tmp_path / 'zen9' / 'cpu_float32.jsonl').write_text(
       (tmp_path / 'cpu_float32.jsonl').read_text())
   ratio = f'{ours["ratio_vs_torch_eager"]:.2f}'
-  assert (f'On {ours["cpu"]} ([zen9](zen9/results.md)), float32 ours / PyTorch is {ratio} to '
+  assert (f'On {ours["cpu"]} ([zen9](zen9/results.md), measured on an unrecorded date), '
+          f'float32 ours / PyTorch is {ratio} to '
           f'{ratio}, with float32 matmul peaks of {ours["peak_gflops"]:.0f} (ours) and '
           f'{theirs["peak_gflops"]:.0f} GFLOP/s (PyTorch).') in benchmarks.render(tmp_path)
-  assert '](experiments/results/benchmarks/zen9/results.md)' in benchmarks.readme_block(tmp_path)
+  # The README's table shows the newest run (zen9's has no record: it counts as the oldest);
+  # each other run is a sentence that says when it was measured.
+  block = benchmarks.readme_block(tmp_path)
+  assert (f'[experiments/results/benchmarks](experiments/results/benchmarks/results.md)'
+          in block.split('|')[0])
+  assert ('([zen9](experiments/results/benchmarks/zen9/results.md), measured on an '
+          'unrecorded date)') in block
+  (tmp_path / 'zen9' / 'cpu_float32.json').write_text(json.dumps(
+      dict(meta, finished='2999-01-01 00:00:00 UTC', commit='abc', cpu='Zen 9')))
+  block = benchmarks.readme_block(tmp_path)
+  assert block.startswith('Images/s on a 2-core Zen 9, measured 2999-01-01 at commit abc')
+  assert f'measured {meta["finished"][:10]} at commit {meta["commit"]})' in block
   # With the bfloat16 suite beside it: its ratios, and bfloat16 train steps against float32.
   line = lambda mode, ips, ratio: dict(ours, mode=mode, images_per_sec=ips,  # noqa: E731
                                        ratio_vs_torch_eager=ratio)
