@@ -246,21 +246,26 @@ def test_dense_has_flaxs_parameters_and_outputs(theirs, kw, ndim):
     vit.Dense(4, axis=0).init(jax.random.key(0), x)
 
 
-@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
-def test_layer_norm_has_flaxs_parameters_outputs_and_gradients(dtype):
-  """vit.LayerNorm (matrix-vector reductions for float32 on CPU, flax's own otherwise)
-  matches flax.linen.LayerNorm, including on rows with a large mean (fast variance)."""
+@pytest.mark.parametrize('x_dtype,dtype', [(jnp.float32, jnp.float32),
+                                           (jnp.bfloat16, jnp.bfloat16),
+                                           (jnp.float32, jnp.bfloat16)])  # a bf16 model's
+def test_layer_norm_has_flaxs_parameters_outputs_and_gradients(x_dtype, dtype):
+  """vit.LayerNorm (matrix-vector reductions in float32 on CPU, flax's own elsewhere)
+  matches flax.linen.LayerNorm, including on rows with a large mean (fast variance), and
+  returns the compute dtype."""
   import flax.linen as nn
   from vit_jax.models import vit
   rng = np.random.default_rng(0)
-  x = jnp.asarray(rng.normal(size=(2, 7, 48)) * 3 + rng.normal(size=(2, 7, 1)) * 20, dtype)
+  x = jnp.asarray(rng.normal(size=(2, 7, 48)) * 3 + rng.normal(size=(2, 7, 1)) * 20, x_dtype)
   ours, theirs = vit.LayerNorm(dtype=dtype), nn.LayerNorm(dtype=dtype)
   params = ours.init(jax.random.key(0), x)
   assert jax.tree.map(np.shape, params) == jax.tree.map(np.shape, theirs.init(
       jax.random.key(0), x))
   params = jax.tree.map(lambda p: p + jnp.asarray(rng.normal(size=p.shape), p.dtype), params)
   tol = dict(rtol=1e-5, atol=1e-5) if dtype == jnp.float32 else dict(rtol=2e-2, atol=2e-2)
-  np.testing.assert_allclose(ours.apply(params, x).astype(np.float32),
+  y = ours.apply(params, x)
+  assert y.dtype == theirs.apply(params, x).dtype == dtype
+  np.testing.assert_allclose(y.astype(np.float32),
                              theirs.apply(params, x).astype(np.float32), **tol)
   ct = jnp.asarray(rng.normal(size=x.shape), dtype)
   grads = [jax.grad(lambda p, x: jnp.sum(m.apply(p, x).astype(jnp.float32) * ct),
