@@ -83,14 +83,17 @@ def run_suite(name: str, out_dir: Path):
 
 
 def _commit() -> str:
-  """The code a suite ran: HEAD's short hash, '+changes' where tracked files differ from it
-  ('unknown' outside a git checkout, e.g. a copied tree)."""
+  """The code a suite ran: HEAD's short hash, '+changes' where tracked code differs from
+  it (not the results and README quote the suites themselves write; 'unknown' outside a
+  git checkout, e.g. a copied tree)."""
   git = lambda *a: subprocess.run(['git', *a], cwd=REPO, capture_output=True,  # noqa: E731
                                   text=True, check=False)
   head = git('rev-parse', '--short=10', 'HEAD')
   if head.returncode:
     return 'unknown'
-  changed = git('status', '--porcelain', '--untracked-files=no').stdout.strip()
+  changed = git('status', '--porcelain', '--untracked-files=no', '--', 'vit_jax', 'configs',
+                'experiments', ':(exclude)experiments/results', 'launch.sh',
+                'requirements.txt').stdout.strip()
   return head.stdout.strip() + ('+changes' if changed else '')
 
 
@@ -251,9 +254,11 @@ def render(out_dir: Path) -> str:
        'inference is faster than float32 wherever the matmuls dominate (S/16 and B/16 on '
        'every CPU here). The MLP computes its GELU in float32 and rounds it once: XLA:CPU '
        'runs a bfloat16 tanh GELU about 4x slower (bfloat16 Ti/16 steps on the Zen 5: '
-       'inference 14-16% and train 6-14% faster with it, interleaved). Attention runs the '
-       "C++ kernel's bfloat16 version; with it every bfloat16 line on the Zen 5 beat its "
-       'float32 line of the same day (Ti/16 inference +7%, train +32%; B/16 +56%, +74%).'),
+       'inference 14-16% and train 6-14% faster with it, interleaved), and its LayerNorms '
+       'take float32 matrix-vector statistics (Ti/16 inference 187 to 177 ms, B/16 1.95 to '
+       "1.75 s, interleaved). Attention runs the C++ kernel's bfloat16 version; with it "
+       'every bfloat16 line on the Zen 5 beats its float32 line of the same day (first on '
+       '2026-12-03 at 23992dc: Ti/16 inference +7%, train +32%; B/16 +56%, +74%).'),
       (has('cpu_float32', 'cpu_bfloat16'),
        '- On the Zen 5 VM a few steps (bfloat16 ones above all) took 3-5 s where the others '
        'took ~0.75, nearly all of it system time over about 1,000 page faults (as many '
