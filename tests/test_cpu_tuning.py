@@ -76,13 +76,15 @@ def test_bfloat16_dense_backward_dots_stay_16_bit(monkeypatch):
     grad = jax.jit(jax.grad(loss))
     return jax.tree_util.tree_leaves_with_path(grad(params)), grad.lower(params).as_text()
   ours, text = grads(model)
-  dots = [l.split(':')[-1] for l in text.splitlines() if 'dot_general' in l]
+  dots = [l.split(':')[-1].split('->') for l in text.splitlines() if 'dot_general' in l]
   dense = [p for p, _ in ours if 'kernel' in jax.tree_util.keystr(p)
            and 'embedding' not in jax.tree_util.keystr(p)]
-  assert len(dots) == 3 * len(dense) >= 3 * 7  # forward, d input, d kernel of each Dense
-  for dot in dots:
-    inputs, out = dot.split('->')
-    assert inputs.count('bf16>') == 2 and 'xf32>' in out, dot
+  sixteen = [(inputs, out) for inputs, out in dots if 'bf16>' in inputs]
+  assert len(sixteen) == 3 * len(dense) >= 3 * 7  # forward, d input, d kernel of each Dense
+  for inputs, out in sixteen:
+    assert inputs.count('bf16>') == 2 and 'xf32>' in out, (inputs, out)
+  # The rest are float32 throughout: LayerNorm's statistics as matrix-vector products.
+  assert all(inputs.count('xf32>') == 2 for inputs, _ in dots if 'bf16>' not in inputs)
   float32, _ = grads(get_model('mu/8', num_classes=10))
   monkeypatch.setattr(vit, '_dense_16bit', lambda x, w, b, k: vit.dot_general(x.dtype)(
       x, w, vit._contract_last(k, x.ndim)) + b)  # JAX's own derivatives
