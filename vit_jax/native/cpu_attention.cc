@@ -78,16 +78,20 @@ typedef uint32_t vu __attribute__((vector_size(kLanes * sizeof(uint32_t))));
 typedef uint16_t vh __attribute__((vector_size(kLanes * sizeof(uint16_t))));
 
 inline vf AsFloat(vu u) { vf f; std::memcpy(&f, &u, sizeof f); return f; }
-inline vf LoadBf16(const uint16_t* p) {
-  vh h;
-  std::memcpy(&h, p, sizeof h);
-  return AsFloat(__builtin_convertvector(h, vu) << 16);
-}
-inline void StoreBf16(uint16_t* p, vf v) {  // round to nearest even; NaN stays NaN
+inline vf FromBf16(vh h) { return AsFloat(__builtin_convertvector(h, vu) << 16); }
+inline vh ToBf16(vf v) {  // round to nearest even; NaN stays NaN
   vu u;
   std::memcpy(&u, &v, sizeof u);
   vu rounded = (u + 0x7fff + (u >> 16 & 1)) >> 16;
-  vh h = __builtin_convertvector(v != v ? (u >> 16 | 0x40) : rounded, vh);
+  return __builtin_convertvector(v != v ? (u >> 16 | 0x40) : rounded, vh);
+}
+inline vf LoadBf16(const uint16_t* p) {
+  vh h;
+  std::memcpy(&h, p, sizeof h);
+  return FromBf16(h);
+}
+inline void StoreBf16(uint16_t* p, vf v) {
+  vh h = ToBf16(v);
   std::memcpy(p, &h, sizeof h);
 }
 
@@ -110,8 +114,7 @@ inline vf LoadFirst(const In* p, int count) {
 #endif
 #if defined(__AVX512BW__) && defined(__AVX512VL__)
   if constexpr (std::is_same_v<In, uint16_t>) {
-    vh h = (vh)_mm256_maskz_loadu_epi16(FirstLanes(count), p);
-    return AsFloat(__builtin_convertvector(h, vu) << 16);
+    return FromBf16((vh)_mm256_maskz_loadu_epi16(FirstLanes(count), p));
   }
 #endif
   In tmp[kLanes] = {};
@@ -128,11 +131,7 @@ inline void StoreFirst(Out* p, vf v, int count) {
 #endif
 #if defined(__AVX512BW__) && defined(__AVX512VL__)
   if constexpr (std::is_same_v<Out, uint16_t>) {
-    uint16_t h[kLanes];
-    StoreBf16(h, v);
-    vh hv;
-    std::memcpy(&hv, h, sizeof hv);
-    return _mm256_mask_storeu_epi16(p, FirstLanes(count), (__m256i)hv);
+    return _mm256_mask_storeu_epi16(p, FirstLanes(count), (__m256i)ToBf16(v));
   }
 #endif
   Out tmp[kLanes];
