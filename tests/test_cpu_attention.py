@@ -138,6 +138,7 @@ def test_every_vector_width_computes_the_same_attention(tmp_path):
 
 
 def test_kernel_rejects_inconsistent_shapes():
+  assert cpu_attention.available()  # registered, also when this test runs alone
   q = jnp.zeros((2, 5, 3, 8))
   k = jnp.zeros((2, 5, 4, 8))  # 4 heads against q's 3
   with pytest.raises(Exception, match='disagree on dimension 2'):
