@@ -28,7 +28,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from vit_jax import benchmark, cpu_tuning, optim, sharding, train
+from vit_jax import benchmark, cpu_tuning, optim, sharding, steps
 from vit_jax.models import get_model
 
 # Trace events that are not XLA ops: the runtime's own spans around them.
@@ -49,7 +49,7 @@ def compiled_step(variant: str, batch: int, image_size: int, mode: str,
     return lambda: jax.block_until_ready(compiled(params, x)), compiled.as_text()
   config = benchmark._train_config(batch)  # pylint: disable=protected-access
   tx, schedule = optim.make_optimizer(config.optimizer, 10)
-  step = train.make_train_step(model, tx, schedule, config, 1000, sharding.make_mesh())
+  step = steps.make_train_step(model, tx, schedule, config, 1000, sharding.make_mesh())
   box = [dict(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))]
   data = dict(image=x, label=jnp.zeros((batch,), jnp.int32))
   compiled = jax.jit(step, donate_argnums=(0,)).lower(box[0], data).compile(

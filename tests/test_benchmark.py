@@ -114,6 +114,26 @@ def test_dot_output_and_attention_ab_name_each_line():
   assert out.returncode == 2 and "['half']" in out.stderr and '--dot-out' in out.stderr
 
 
+def test_train_step_needs_no_input_pipeline_or_checkpointing():
+  """The benchmark runs on a machine with JAX, Flax and Optax alone (a lent GPU has no
+  TensorFlow): its train step, the trainer's own, imports no tf.data, tfds or orbax."""
+  code = (
+      'import importlib.abc, runpy, sys\n'
+      'class Block(importlib.abc.MetaPathFinder):\n'
+      '  def find_spec(self, name, path, target=None):\n'
+      '    if name.split(".")[0] in ("tensorflow", "tensorflow_datasets", "orbax", "torch"):\n'
+      '      raise ImportError("not installed here: " + name)\n'
+      'sys.meta_path.insert(0, Block())\n'
+      'sys.argv[0] = "vit_jax.benchmark"\n'
+      'runpy.run_module("vit_jax.benchmark", run_name="__main__")\n')
+  out = subprocess.run([sys.executable, '-c', code, '--variant=mu/8', '--image-size=32',
+                        '--batch=4', '--mode=infer,train', '--compile-only',
+                        '--num-classes=10'], cwd=REPO, capture_output=True, text=True)
+  assert out.returncode == 0, out.stderr[-2000:]
+  lines = [json.loads(l) for l in out.stdout.splitlines() if l.startswith('{')]
+  assert [l['mode'] for l in lines] == ['infer', 'train']
+
+
 def test_bad_arguments_are_named():
   out = subprocess.run([sys.executable, '-m', 'vit_jax.benchmark', '--variant=X/16'],
                        cwd=REPO, capture_output=True, text=True)

@@ -14,7 +14,7 @@ import pytest
 
 from configs import default as default_config
 from configs import finetune, pretrain
-from vit_jax import optim, sharding, train
+from vit_jax import optim, sharding, steps, train
 from vit_jax.validate import ConfigError, check_config
 
 from conftest import REPO, SHARED, tiny_mnist_cli
@@ -123,7 +123,7 @@ def test_gradient_accumulation_gives_the_same_update_as_one_full_batch():
   out = {}
   for k in (1, 4):
     c.grad_accum_steps = k
-    step = jax.jit(train.make_train_step(model, tx, schedule, c, 10, mesh))
+    step = jax.jit(steps.make_train_step(model, tx, schedule, c, 10, mesh))
     out[k] = step(state, batch)
   (s1, m1), (s4, m4) = out[1], out[4]
   np.testing.assert_allclose(m1['loss'], m4['loss'], rtol=1e-5)
@@ -147,7 +147,7 @@ def test_schedule_warms_up_linearly_then_decays():
 
 def test_random_erasing_replaces_one_rectangle_of_2_to_33_percent_per_erased_image():
   images = jnp.full((256, 28, 28, 3), 5.0)  # outside [-1, 1]: erased pixels stand out
-  out = np.asarray(train.random_erasing(jax.random.key(0), images, 0.5))
+  out = np.asarray(steps.random_erasing(jax.random.key(0), images, 0.5))
   erased = out[..., 0] != 5.0
   counts = erased.sum((1, 2))
   assert 0.35 < np.mean(counts > 0) < 0.65  # about half the images
@@ -157,8 +157,8 @@ def test_random_erasing_replaces_one_rectangle_of_2_to_33_percent_per_erased_ima
       assert (rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1) == n
       assert 0.01 * 28 * 28 <= n <= 0.4 * 28 * 28
   assert np.all(np.abs(out[erased]) <= 1.0)  # noise in the images' range
-  np.testing.assert_array_equal(train.random_erasing(jax.random.key(0), images, 0.0), images)
-  np.testing.assert_array_equal(out, train.random_erasing(jax.random.key(0), images, 0.5))
+  np.testing.assert_array_equal(steps.random_erasing(jax.random.key(0), images, 0.0), images)
+  np.testing.assert_array_equal(out, steps.random_erasing(jax.random.key(0), images, 0.5))
 
 
 def test_flip_averaged_eval_is_mirror_invariant_and_logs_the_single_view_figures():
@@ -170,14 +170,14 @@ def test_flip_averaged_eval_is_mirror_invariant_and_logs_the_single_view_figures
   batch = next(iter(train.data.eval_iterator(c.dataset, global_batch_size=64,
                                              mesh=sharding.make_mesh())))
   mirrored = dict(batch, image=batch['image'][:, :, ::-1])
-  tta = jax.jit(train.make_eval_step(model, c, 10))
+  tta = jax.jit(steps.make_eval_step(model, c, 10))
   a, b = jax.device_get(tta(params, batch)), jax.device_get(tta(params, mirrored))
   # The averaged prediction cannot tell an image from its mirror; one view can.
   np.testing.assert_allclose(a['loss'], b['loss'], rtol=1e-5)
   assert a['correct'] == b['correct']
   assert abs(a['loss_single_view'] - b['loss_single_view']) > 1e-3 * a['loss_single_view']
   c.eval_flip_average = False
-  plain = jax.device_get(jax.jit(train.make_eval_step(model, c, 10))(params, batch))
+  plain = jax.device_get(jax.jit(steps.make_eval_step(model, c, 10))(params, batch))
   assert set(plain) == {'correct', 'loss', 'count'} and plain['count'] == 64
   np.testing.assert_allclose(plain['loss'], a['loss_single_view'], rtol=1e-5)
   assert plain['correct'] == a['correct_single_view']

@@ -21,7 +21,7 @@ backend) and the peak bytes in use where the backend reports them (GPU, TPU).
 --compile-only compiles without running (memory and compile time of models too big to run
 here).
 
-The train step is the trainer's own (`train.make_train_step`: AdamW, label smoothing off,
+The train step is the trainer's own (`steps.make_train_step`: AdamW, label smoothing off,
 the non-finite guard), jitted with the state donated, so a speed-up here is one in training.
 Steps compile with the XLA options training uses (vit_jax.cpu_tuning; --xla-options=default
 for XLA's own). --compare-torch also times the same-shaped Hugging Face ViT in PyTorch in
@@ -278,7 +278,7 @@ def bench_ours(variant: str, *, mode: str, batch: int, image_size: int, dtype: s
                scan: bool, remat: bool, num_classes: int, warmup: int, repeats: int,
                compile_only: bool, attention: str = 'auto', xla_options: str = 'tuned',
                dot_out: str = 'auto') -> dict[str, Any]:
-  from vit_jax import optim, sharding, train  # pylint: disable=g-import-not-at-top
+  from vit_jax import optim, sharding, steps  # pylint: disable=g-import-not-at-top
   model = get_model(variant, num_classes=num_classes, dtype=jnp.dtype(dtype), scan=scan,
                     remat=remat)
   images = jax.ShapeDtypeStruct((batch, image_size, image_size, 3), jnp.float32)
@@ -291,7 +291,7 @@ def bench_ours(variant: str, *, mode: str, batch: int, image_size: int, dtype: s
     config = _train_config(batch)
     tx, schedule = optim.make_optimizer(config.optimizer, 10)
     mesh = sharding.make_mesh()
-    fn = jax.jit(train.make_train_step(model, tx, schedule, config, num_classes, mesh),
+    fn = jax.jit(steps.make_train_step(model, tx, schedule, config, num_classes, mesh),
                  donate_argnums=(0,))
     state = jax.eval_shape(lambda p: dict(step=jnp.zeros((), jnp.int32), params=p,
                                           opt_state=tx.init(p)), abstract_params)
