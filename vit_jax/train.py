@@ -1,8 +1,9 @@
 """The training loop: one function, its sections in order.
 
 config checks -> mesh -> model and optimiser -> sharding -> checkpoint restore -> input ->
-update step -> evaluator -> loop. The same code runs on 1 CPU or every device of every
-host: arrays are global `jax.Array`s on a 1-D 'data' mesh and every step is one `jax.jit`.
+update step -> evaluator -> loop; the steps themselves are built in steps.py. The same code
+runs on 1 CPU or every device of every host: arrays are global `jax.Array`s on a 1-D
+'data' mesh and every step is one `jax.jit`.
 """
 
 import contextlib
@@ -19,11 +20,11 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from vit_jax import cpu_tuning, data, metrics, optim, sharding, validate
-from vit_jax.steps import make_eval_step, make_train_step
 from vit_jax.checkpoints import load
 from vit_jax.data.tf_cpu import tf  # gfile: local paths and gs:// alike
 from vit_jax.checkpoints import train_state as ckpt
 from vit_jax.models import get_model
+from vit_jax.steps import make_eval_step, make_train_step
 
 
 def log(msg: str):
