@@ -194,18 +194,9 @@ void Tile(int k, const float* a, int64_t lda, const float* b, float alpha, float
     }
   }
   vf scale = Splat(alpha);
-  if (cols == kCols) {
-    for (int i = 0; i < rows; ++i) {
-      Store(c + i * ldc, acc[i][0] * scale);
-      Store(c + i * ldc + kLanes, acc[i][1] * scale);
-    }
-    return;
-  }
-  float tmp[kRows][kCols];
   for (int i = 0; i < rows; ++i) {
-    Store(tmp[i], acc[i][0] * scale);
-    Store(tmp[i] + kLanes, acc[i][1] * scale);
-    std::memcpy(c + i * ldc, tmp[i], cols * sizeof(float));
+    StoreFirst(c + i * ldc, acc[i][0] * scale, std::min(cols, kLanes));
+    if (cols > kLanes) StoreFirst(c + i * ldc + kLanes, acc[i][1] * scale, cols - kLanes);
   }
 }
 
