@@ -68,18 +68,27 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
   assert _flat_finite(final['params'])
 
 
-def test_workdir_of_a_different_model_is_a_clear_error_and_untouched(tmp_path):
+def test_workdir_of_a_different_model_or_optimiser_is_a_clear_error_and_untouched(tmp_path):
   workdir = str(tmp_path / 'run')
-  train.train_and_evaluate(tiny_mnist_config(total_steps=2, eval_every=0,
-                                            **{'optimizer.warmup_steps': 1}), workdir)
+  made_it = dict(total_steps=2, eval_every=0, **{'optimizer.warmup_steps': 1})
+  train.train_and_evaluate(tiny_mnist_config(**made_it), workdir)
   before = {p: os.path.getmtime(os.path.join(workdir, p)) for p in ('config.json', 'checkpoints')}
   other = tiny_mnist_config(total_steps=4, eval_every=0, **{'model.width': 48})
   with pytest.raises(CheckpointError, match=r"(?s)holds a checkpoint \(step 2\) of a different "
-                     r"model:\n  Transformer/encoder_norm/bias: \(32,\) in the checkpoint, \(48,\) in this config.*Nothing was "
-                     r"overwritten"):
+                     r"model:\n.*  params/Transformer/encoder_norm/bias: \(32,\) in the "
+                     r"checkpoint, \(48,\) in this config.*Nothing was moved or overwritten"):
     train.train_and_evaluate(other, workdir)
+  # Another optimiser's state is a config change too, not damage: nothing is moved aside.
+  sgd = tiny_mnist_config(**{**made_it, 'total_steps': 4, 'optimizer.name': 'sgd'})
+  with pytest.raises(CheckpointError, match=r"(?s)step 2\) of a different optimiser \(the "
+                     r"parameters match.*\n  opt_state/[0-9/]*/mu/.*missing in this config.*"
+                     r"vit_jax.convert WORKDIR FILE.npz"):
+    train.train_and_evaluate(sgd, workdir)
   after = {p: os.path.getmtime(os.path.join(workdir, p)) for p in before}
   assert before == after and os.listdir(os.path.join(workdir, 'checkpoints')) == ['2']
+  result = train.train_and_evaluate(tiny_mnist_config(**{**made_it, 'total_steps': 3}), workdir)
+  assert result['step'] == 3 and sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == [
+      '2', '3']
 
 
 def test_unreadable_checkpoint_is_moved_aside_and_the_previous_one_used(tmp_path, capsys):

@@ -40,25 +40,42 @@ def save(mgr: ocp.CheckpointManager, step: int, state, config_json: dict):
       state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(config_json)), force=True)
 
 
-def _param_shapes(tree) -> dict:
+def _shapes(tree) -> dict:
+  """{'params/Transformer/.../kernel': shape, 'opt_state/0/mu/...': shape} for a state or
+  for its saved metadata (which spells optax's named tuples as dicts: same paths here)."""
+  def name(k):
+    for attr in ('key', 'name', 'idx'):  # DictKey, GetAttrKey, SequenceKey
+      if hasattr(k, attr):
+        return str(getattr(k, attr))
+    return str(k)
   flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, 'shape'))[0]
-  return {'/'.join(str(getattr(k, 'key', k)) for k in path): tuple(x.shape) for path, x in flat}
+  return {'/'.join(name(k) for k in path): tuple(x.shape) for path, x in flat}
 
 
-def check_same_model(mgr: ocp.CheckpointManager, step: int, abstract_params):
-  """Raises CheckpointError if the checkpoint at `step` holds a different model's params."""
-  saved = _param_shapes(mgr.item_metadata(step)['state']['params'])
-  wanted = _param_shapes(abstract_params)
-  diffs = [f'{k}: {saved.get(k, "missing")} in the checkpoint, {wanted.get(k, "missing")} '
-           'in this config' for k in sorted(set(saved) | set(wanted))
-           if saved.get(k) != wanted.get(k)]
+def check_same_state(mgr: ocp.CheckpointManager, step: int, abstract_state):
+  """Raises CheckpointError if the checkpoint at `step` holds another model's parameters or
+  another optimiser's state: a config change, not damage, so nothing is moved aside."""
+  saved = _shapes(mgr.item_metadata(step)['state'])
+  wanted = _shapes(abstract_state)
+  def differences(keys):
+    return [f'{k}: {saved.get(k, "missing")} in the checkpoint, {wanted.get(k, "missing")} '
+            'in this config' for k in sorted(keys) if saved.get(k) != wanted.get(k)]
+  keys = set(saved) | set(wanted)
+  # The parameters first: the optimiser state of another model differs in the same places.
+  diffs = differences(k for k in keys if k.startswith('params/'))
+  what = 'model'
+  if not diffs:
+    diffs = differences(keys)
+    what = 'optimiser (the parameters match; the optimiser state does not)'
   if diffs:
-    shown = '\n  '.join(diffs[:10]) + (f'\n  ... and {len(diffs) - 10} more' if len(diffs) > 10
-                                       else '')
+    shown = '\n  '.join(diffs[:10]) + (f'\n  ... and {len(diffs) - 10} more'
+                                       if len(diffs) > 10 else '')
     raise CheckpointError(
-        f'{mgr.directory} holds a checkpoint (step {step}) of a different model:\n  {shown}\n'
-        'Nothing was overwritten. Use a new --workdir, or the config that made it '
-        '(WORKDIR/config.json).')
+        f'{mgr.directory} holds a checkpoint (step {step}) of a different {what}:\n'
+        f'  {shown}\nNothing was moved or overwritten. Use a new --workdir, or the config '
+        'that made it (WORKDIR/config.json); to train its weights on with this config, '
+        'export them (python -m vit_jax.convert WORKDIR FILE.npz) and pass '
+        '--config.init_from=FILE.npz with a new --workdir.')
 
 
 def _quarantine(mgr: ocp.CheckpointManager, step: int) -> str:
@@ -75,14 +92,14 @@ def restore_latest(mgr: ocp.CheckpointManager, abstract_state, log=print):
   """Restores the newest readable checkpoint with the shardings/dtypes of `abstract_state`.
 
   Returns (state, step), or (None, None) when the workdir has no checkpoint. A different
-  model raises CheckpointError; an unreadable checkpoint is moved aside with a message and
+  model or optimiser raises CheckpointError; an unreadable checkpoint is moved aside with a message and
   the previous one is tried; if none is readable, CheckpointError names them all (the run
   does not silently start over).
   """
   unreadable = []
   for step in sorted(mgr.all_steps(), reverse=True):
     try:
-      check_same_model(mgr, step, abstract_state['params'])
+      check_same_state(mgr, step, abstract_state)
       restored = mgr.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract_state), config=ocp.args.JsonRestore()))
       state = restored['state']
@@ -121,5 +138,5 @@ def restore_on_host(state_dir: str):
   return jax.tree.map(np.asarray, state)
 
 
-__all__ = ['CheckpointError', 'manager', 'save', 'check_same_model', 'restore_latest',
+__all__ = ['CheckpointError', 'manager', 'save', 'check_same_state', 'restore_latest',
            'restore_on_host']
