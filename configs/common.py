@@ -97,6 +97,6 @@ def get_config():
   # mirror (for models trained with dataset.flip); the single-view accuracy is logged too.
   c.eval_flip_average = False
   c.checkpoint_every = 1_000
-  c.keep_checkpoints = 3
+  c.keep_checkpoints = 3             # the newest ones kept; 0 = keep every checkpoint
   c.prefetch = 2
   return c

@@ -91,6 +91,13 @@ def test_workdir_of_a_different_model_or_optimiser_is_a_clear_error_and_untouche
       '2', '3']
 
 
+def test_keep_checkpoints_0_keeps_every_checkpoint(tmp_path):
+  workdir = tmp_path / 'run'
+  train.train_and_evaluate(tiny_mnist_config(total_steps=4, checkpoint_every=1, eval_every=0,
+                                             keep_checkpoints=0), str(workdir))
+  assert sorted(os.listdir(workdir / 'checkpoints')) == ['1', '2', '3', '4']
+
+
 def test_unreadable_checkpoint_is_moved_aside_and_the_previous_one_used(tmp_path, capsys):
   workdir = tmp_path / 'run'
   train.train_and_evaluate(tiny_mnist_config(total_steps=4, checkpoint_every=2, eval_every=0),

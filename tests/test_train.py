@@ -196,6 +196,11 @@ def test_flip_averaged_eval_is_mirror_invariant_and_logs_the_single_view_figures
     ({'model.resnet_layers': (1, 1), 'model.variant': 'mu/3'},
      r'image_size=16 gives a 2x2 ResNet feature map, not divisible by the patch size 3: '
      r'use --config.dataset.image_size=24'),
+    ({'model.num_heads': 5}, r'model.width=32 is not divisible by model.num_heads=5: .* use '
+                             r'--config.model.num_heads=4'),
+    ({'model.depth': 0}, r'model.depth=0; expected a positive integer'),
+    (dict(keep_checkpoints=-1), r'keep_checkpoints=-1; expected >= 1 .*or 0 to keep every'),
+    (dict(checkpoint_every=-5), r'checkpoint_every=-5; expected a number of steps >= 0'),
 ])
 def test_invalid_configs_fail_before_anything_compiles(tmp_path, monkeypatch, change, message):
   c = tiny_mnist_config(grad_accum_steps=4, **change)

@@ -44,6 +44,20 @@ def check_config(config) -> 'data.DatasetInfo':
     patch, layers = v['patch_size'], v.get('resnet_layers')
   except ValueError as e:
     errors.append(f'model.variant: {e}')
+  else:
+    dims = {k: m[k] if m.get(k) is not None else v[k]
+            for k in ('width', 'depth', 'mlp_dim', 'num_heads')}
+    bad = [k for k, n in dims.items() if n < 1]
+    for k in bad:
+      errors.append(f'model.{k}={dims[k]}; expected a positive integer (unset: the value of '
+                    f'{m.variant}).')
+    if not bad and dims['width'] % dims['num_heads']:
+      heads = [k for k in range(1, dims['width'] + 1) if dims['width'] % k == 0]
+      near = min(heads, key=lambda k: (abs(k - dims['num_heads']), k))
+      errors.append(f'model.width={dims["width"]} is not divisible by model.num_heads='
+                    f'{dims["num_heads"]}: each head takes width / num_heads channels; use '
+                    f'--config.model.num_heads={near} (or a width divisible by '
+                    f'{dims["num_heads"]}).')
   layers = m.get('resnet_layers') if m.get('resnet_layers') is not None else layers
   if m.classifier not in vit.CLASSIFIERS:
     errors.append(f'model.classifier={m.classifier!r}; expected one of {vit.CLASSIFIERS}.')
@@ -102,6 +116,13 @@ def check_config(config) -> 'data.DatasetInfo':
           f'batch_size={config.batch_size} must be divisible by device count '
           f'({jax.device_count()}) x grad_accum_steps ({config.grad_accum_steps}) = {unit}: '
           f'use --config.batch_size={fix}.')
+  for key in ('log_every', 'eval_every', 'checkpoint_every'):
+    if config[key] < 0:
+      errors.append(f'{key}={config[key]}; expected a number of steps >= 0 (0 = only at the '
+                    'end).')
+  if config.keep_checkpoints < 0:
+    errors.append(f'keep_checkpoints={config.keep_checkpoints}; expected >= 1 (the newest '
+                  'ones kept), or 0 to keep every checkpoint.')
   if config.init_from and not os.path.exists(config.init_from):
     errors.append(f'init_from={config.init_from!r} does not exist: give the path of a .npz '
                   '(vit_jax or big_vision) or of a WORKDIR/checkpoints/STEP directory.')

@@ -22,8 +22,11 @@ class CheckpointError(RuntimeError):
 
 
 def manager(workdir: str, *, keep: int) -> ocp.CheckpointManager:
-  """The save interval is decided by the caller (orbax's own would also save step 1)."""
-  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+  """Keeps the newest `keep` checkpoints (0: all of them). The save interval is decided by
+  the caller (orbax's own would also save step 1)."""
+  if keep < 0:  # orbax would keep none at 0 and fail at -1; the config check says this too
+    raise ValueError(f'keep={keep}; expected >= 1, or 0 to keep every checkpoint')
+  options = ocp.CheckpointManagerOptions(max_to_keep=keep or None, create=True,
                                          enable_async_checkpointing=True)
   directory = os.path.join(workdir, 'checkpoints')
   if '://' not in directory:  # local paths absolute; gs:// and other URLs as they are
@@ -92,9 +95,9 @@ def restore_latest(mgr: ocp.CheckpointManager, abstract_state, log=print):
   """Restores the newest readable checkpoint with the shardings/dtypes of `abstract_state`.
 
   Returns (state, step), or (None, None) when the workdir has no checkpoint. A different
-  model or optimiser raises CheckpointError; an unreadable checkpoint is moved aside with a message and
-  the previous one is tried; if none is readable, CheckpointError names them all (the run
-  does not silently start over).
+  model or optimiser raises CheckpointError; an unreadable checkpoint is moved aside with a
+  message and the previous one is tried; if none is readable, CheckpointError names them
+  all (the run does not silently start over).
   """
   unreadable = []
   for step in sorted(mgr.all_steps(), reverse=True):
