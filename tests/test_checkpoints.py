@@ -405,3 +405,51 @@ def test_convert_from_an_orbax_train_state(tmp_path):
   assert_trees_equal(load.load_pretrained(str(dst), params, log=quiet), params)
   fmt, flat = load.read(str(tmp_path / 'work'))  # a workdir: the latest step
   assert fmt == 'orbax' and sorted(flat) == sorted(names.flatten(params))
+
+
+def test_a_workdir_with_a_damaged_newest_step_is_read_from_the_one_before(tmp_path):
+  model = tiny()
+  mgr = train_state.manager(str(tmp_path / 'work'), keep=2)
+  for step, seed in ((3, 0), (5, 1)):
+    train_state.save(mgr, step, dict(step=jnp.asarray(step, jnp.int32),
+                                     params=random_params(model, seed=seed), opt_state=()),
+                     {'seed': 0})
+  mgr.wait_until_finished()
+  mgr.close()
+  for f in (tmp_path / 'work' / 'checkpoints' / '5' / 'state').rglob('*'):
+    if f.is_file():  # a disk that filled up mid-save: every file cut short
+      f.write_bytes(f.read_bytes()[:max(f.stat().st_size // 3, 1)])
+  notes = []
+  fmt, flat = load.read_with_meta(str(tmp_path / 'work'))[:2]  # as predict and convert do
+  assert fmt == 'orbax'
+  assert_trees_equal(names.unflatten(flat), random_params(model, seed=0))
+  with pytest.raises(train_state.CheckpointError, match=r'no readable checkpoint: .*/5 '):
+    load.read(str(tmp_path / 'work' / 'checkpoints' / '5'))  # named: no silent fallback
+  state_dir, _ = load.read_orbax(str(tmp_path / 'work'), log=notes.append)
+  assert state_dir.endswith('/3/state') and 'checkpoints/5 is unreadable' in notes[0]
+  assert convert.main([str(tmp_path / 'work'), str(tmp_path / 'out.npz')]) == 0
+  assert issubclass(train_state.CheckpointError, ValueError)  # the CLIs' one-line errors
+
+
+def test_damaged_npz_files_are_clear_errors(tmp_path, capsys):
+  model = tiny()
+  good = tmp_path / 'good.npz'
+  vit_npz.write(good, random_params(model))
+  (tmp_path / 'cut.npz').write_bytes(good.read_bytes()[:good.stat().st_size // 2])
+  (tmp_path / 'page.npz').write_text('<html>Not Found</html>')
+  np.save(tmp_path / 'one.npy', np.zeros(3))
+  (tmp_path / 'one.npy').rename(tmp_path / 'one.npz')
+  for name, reason in (('cut', 'not a zip archive'), ('page', 'not a zip archive'),
+                       ('one', 'a single .npy array')):
+    with pytest.raises(ValueError, match=rf'{name}.npz is not a readable .npz checkpoint '
+                       rf'\({reason}.*download it again'):
+      load.load_model(str(tmp_path / f'{name}.npz'))
+  assert convert.main(['--inspect', str(tmp_path / 'cut.npz')]) == 1
+  assert 'is not a readable .npz checkpoint' in capsys.readouterr().err
+  # One array edited to another shape: named in one error, not a failure inside apply.
+  flat = dict(np.load(good))
+  flat['Transformer/encoderblock_1/MlpBlock_3/Dense_0/kernel'] = np.zeros((32, 10))
+  np.savez(tmp_path / 'edited.npz', **flat)
+  with pytest.raises(ValueError, match=r'(?s)1 mis-shaped.*encoderblock_1/MlpBlock_3/'
+                     r'Dense_0/kernel: \(32, 10\) vs \(32, 64\)'):
+    load.load_model(str(tmp_path / 'edited.npz'))

@@ -275,6 +275,17 @@ def test_fine_tunes_from_a_checkpoint_at_a_higher_resolution(tmp_path, capsys):
   c.init_from = str(tmp_path / 'nope.npz')
   with pytest.raises(ConfigError, match=r"init_from=.*nope.npz' does not exist"):
     check_config(c)
+  # One that does not fit the model, or cannot be read, is one error, not a traceback.
+  from vit_jax.checkpoints.train_state import CheckpointError
+  (tmp_path / 'cut.npz').write_bytes(npz.read_bytes()[:npz.stat().st_size // 2])
+  for source, change, message in (
+      (npz, {'model.width': 48}, r'mis-shaped parameter.*encoder_norm/bias: \(32,\) vs '
+                                  r'\(48,\)'),
+      (tmp_path / 'cut.npz', {}, r'cut.npz is not a readable .npz checkpoint'),
+      (tmp_path / 'cut.npz', {'model.variant': ''}, r'cut.npz is not a readable .npz')):
+    c = tiny_mnist_config(total_steps=3, eval_every=0, init_from=str(source), **change)
+    with pytest.raises(CheckpointError, match=rf'(?s)--config.init_from=\S+: .*{message}'):
+      train.train_and_evaluate(c, str(tmp_path / 'bad_init'))
 
 
 def test_hybrid_checkpoint_fine_tunes_at_a_higher_resolution_with_its_stem(tmp_path, capsys):

@@ -73,7 +73,7 @@ def inspect(path: str, *, format=None,  # pylint: disable=redefined-builtin
       log(f'not readable as a ViT: {e}')
       fmt, canonical = 'unknown', None
   elif format == 'orbax' or (format is None and os.path.isdir(path)):
-    raw = load.read_orbax(path)
+    _, raw = load.read_orbax(path, log=log)
     fmt, prefix, canonical = 'orbax', '', raw
   else:
     raw = vit_npz.load_npz(path)

@@ -100,10 +100,23 @@ def preemption_guard():
       signal.signal(sig, h)
 
 
+@contextlib.contextmanager
+def init_from_errors(config):
+  """A checkpoint given as config.init_from that cannot be read or does not fit the model
+  is a CheckpointError (one error line from main, exit status 2), not a traceback."""
+  try:
+    yield
+  except (ValueError, FileNotFoundError) as e:
+    if isinstance(e, ckpt.CheckpointError):
+      raise
+    raise ckpt.CheckpointError(f'--config.init_from={config.init_from}: {e}') from e
+
+
 def model_from_checkpoint(config):
   """Fills config.model from the shapes in config.init_from (when no variant is given)."""
-  _, flat, meta = load.read_with_meta(config.init_from)
-  inferred = load.infer_variant(flat)
+  with init_from_errors(config):
+    _, flat, meta = load.read_with_meta(config.init_from)
+    inferred = load.infer_variant(flat)
   if inferred['variant']:
     config.model.variant = inferred['variant']
   else:  # not a named size: the nearest name for the patch, with explicit dimensions
@@ -169,8 +182,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
       # spread over hosts is not fetchable, so there shapes stand in for it.
       init = (jax.device_get(state['params']) if jax.process_count() == 1
               else abstract['params'])
-      params = jax.device_put(load.load_pretrained(config.init_from, init, log=log),
-                              state_sharding['params'])
+      with init_from_errors(config):
+        params = load.load_pretrained(config.init_from, init, log=log)
+      params = jax.device_put(params, state_sharding['params'])
       state = jax.jit(lambda p: dict(step=jnp.zeros((), jnp.int32), params=p,
                                      opt_state=tx.init(p)), out_shardings=state_sharding)(params)
   start_step = int(jax.device_get(state['step']))

@@ -72,32 +72,57 @@ def read_torch(path: str, *, format: Optional[str] = None,  # pylint: disable=re
   return format, flat, config
 
 
-def find_orbax_state(path: str) -> str:
-  """WORKDIR, WORKDIR/checkpoints (latest step), .../checkpoints/STEP or .../STEP/state ->
-  the 'state' item directory of an orbax checkpoint written by our trainer."""
+def orbax_states(path: str) -> list[str]:
+  """WORKDIR, WORKDIR/checkpoints, .../checkpoints/STEP or .../STEP/state -> the 'state'
+  item directories of our trainer's orbax checkpoints that the path names: every step,
+  newest first, for a workdir or its checkpoints/; the one step when it names a step."""
   path = os.path.abspath(path)
   if os.path.isdir(os.path.join(path, 'checkpoints')):
     path = os.path.join(path, 'checkpoints')
   steps = [d for d in os.listdir(path) if d.isdigit()] if os.path.isdir(path) else []
   if steps and not os.path.isdir(os.path.join(path, 'state')):
-    path = os.path.join(path, max(steps, key=int))
-  if os.path.isdir(os.path.join(path, 'state')):
-    path = os.path.join(path, 'state')
-  if os.path.basename(path) != 'state' or not os.path.isdir(path):
+    found = [os.path.join(path, s, 'state') for s in sorted(steps, key=int, reverse=True)]
+    found = [d for d in found if os.path.isdir(d)]
+  else:
+    found = [path if os.path.basename(path) == 'state' else os.path.join(path, 'state')]
+    found = [d for d in found if os.path.isdir(d)]
+  if not found:
     raise FileNotFoundError(
         f'{path!r} is not an orbax train-state checkpoint: expected WORKDIR, '
         'WORKDIR/checkpoints or WORKDIR/checkpoints/STEP containing a state/ item.')
-  return path
+  return found
 
 
-def read_orbax(path: str) -> dict[str, np.ndarray]:
-  """Our trainer's orbax checkpoint -> canonical flat params (numpy)."""
+def find_orbax_state(path: str) -> str:
+  """The newest 'state' item directory that `path` names (see orbax_states)."""
+  return orbax_states(path)[0]
+
+
+def read_orbax(path: str, log: Callable[[str], None] = _stderr
+               ) -> tuple[str, dict[str, np.ndarray]]:
+  """Our trainer's orbax checkpoint -> (its state directory, canonical flat params).
+
+  For a workdir, an unreadable newest step (a truncated file) is reported and the
+  previous one read, as the trainer does on resume; a step named explicitly is read or
+  fails."""
   from vit_jax.checkpoints import train_state  # pylint: disable=g-import-not-at-top
-  state_dir = find_orbax_state(path)
-  state = train_state.restore_on_host(state_dir)
-  if 'params' not in state:
-    raise ValueError(f'orbax checkpoint {state_dir} has no params (items: {sorted(state)}).')
-  return names.flatten(state['params'])
+  candidates, failed = orbax_states(path), []
+  for state_dir in candidates:
+    try:
+      state = train_state.restore_on_host(state_dir)
+    except train_state.CheckpointError as e:
+      failed.append(f'{os.path.dirname(state_dir)} ({str(e)[-200:]})')
+      if state_dir != candidates[-1]:
+        log(f'checkpoint {os.path.dirname(state_dir)} is unreadable ({str(e)[-120:]}); '
+            'reading the one before it')
+      continue
+    if 'params' not in state:
+      raise ValueError(f'orbax checkpoint {state_dir} has no params (items: '
+                       f'{sorted(state)}).')
+    return state_dir, names.flatten(state['params'])
+  raise train_state.CheckpointError(
+      'no readable checkpoint: ' + '; '.join(failed) + '. Name a readable '
+      'WORKDIR/checkpoints/STEP, or restore a good copy.')
 
 
 def read_with_meta(path: str, *, format: Optional[str] = None,  # pylint: disable=redefined-builtin
@@ -119,7 +144,8 @@ def read_with_meta(path: str, *, format: Optional[str] = None,  # pylint: disabl
   meta = dict(approximate_gelu=None, image_size=None, labels=None, config=None)
   torch_file = format in TORCH_FORMATS or (format is None and torch_files.is_torch_path(path))
   if format == 'orbax' or (format is None and os.path.isdir(path) and not torch_file):
-    flat, config = read_orbax(path), orbax_config(path)
+    state_dir, flat = read_orbax(path)
+    config = orbax_config(state_dir)
     if config:
       meta.update(approximate_gelu=config['model'].get('approximate_gelu'),
                   image_size=config['dataset'].get('image_size'), config=config)
@@ -451,6 +477,30 @@ def load_model(path: str, *, format: Optional[str] = None,  # pylint: disable=re
       kw['approximate_gelu'] = meta['approximate_gelu']
   kw.update(model_overrides)
   model = get_model(variant, **kw)
+  flat = names.to_scanned(flat) if model.scan else names.to_per_block(flat)
+  _check_fits(model, flat, path, fmt, info)
   info.update(format=fmt, config=config, labels=meta['labels'],
               image_size=meta['image_size'] or info['image_size'])
   return model, names.unflatten(flat), info
+
+
+def _check_fits(model, flat: Mapping[str, Any], path: str, fmt: str, info: Mapping[str, Any]):
+  """Raises load_pretrained's strict error when `flat` is not exactly `model`'s params (a
+  file edited or cut short in one array would otherwise fail inside model.apply)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from vit_jax.models import resnet  # pylint: disable=g-import-not-at-top
+  stride = 1 if model.resnet_layers is None else resnet.stem_stride(model.resnet_layers)
+  side = (info['grid'] or (2, 2))[0] * model.patch_size * stride
+  images = jnp.zeros((1, side, side, info['channels']), jnp.float32)
+  target = names.flatten(jax.eval_shape(
+      lambda: model.init(jax.random.key(0), images)['params']))
+  if info['grid'] is None:  # position embeddings of no square grid: not compared
+    target.pop(names.POSEMB, None)
+    flat = {k: v for k, v in flat.items() if k != names.POSEMB}
+  missing = sorted(set(target) - set(flat))
+  unexpected = sorted(set(flat) - set(target))
+  misshaped = sorted(k for k in set(target) & set(flat)
+                     if tuple(flat[k].shape) != tuple(target[k].shape))
+  if missing or unexpected or misshaped:
+    raise _strict_error(path, fmt, missing, unexpected, misshaped, flat, target, flat)

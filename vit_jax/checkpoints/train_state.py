@@ -17,8 +17,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 
-class CheckpointError(RuntimeError):
-  pass
+class CheckpointError(ValueError):
+  """A checkpoint that cannot be used as asked (another model, unreadable files): the
+  command-line tools print it as one error line, as they do a bad argument."""
 
 
 def manager(workdir: str, *, keep: int) -> ocp.CheckpointManager:

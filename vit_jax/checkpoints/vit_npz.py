@@ -13,6 +13,7 @@ a scanned layout. Written: the published layout, float32.
 
 import os
 import tempfile
+import zipfile
 from typing import Any, Mapping
 
 import numpy as np
@@ -27,8 +28,23 @@ def load_npz(path: str, prefix: str = '') -> dict[str, np.ndarray]:
   (`prefix`, else the one found, e.g. 'params/') stripped."""
   if not os.path.isfile(path):
     raise FileNotFoundError(f'checkpoint file {path!r} does not exist.')
-  with np.load(path, allow_pickle=False) as f:
-    flat = names.normalize_separator({k: f[k] for k in f.files})
+  def unreadable(reason):
+    return ValueError(f'{path} is not a readable .npz checkpoint ({reason}): a download cut '
+                      'short, or another kind of file; download it again.')
+  arrays = None
+  try:
+    loaded = np.load(path, allow_pickle=False)
+    if isinstance(loaded, np.lib.npyio.NpzFile):
+      with loaded as f:
+        arrays = {k: f[k] for k in f.files}
+  except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
+    # np.load reads a file that is neither a zip nor a .npy as a pickle: hence 'pickled'.
+    not_zip = isinstance(e, zipfile.BadZipFile) or 'pickled' in str(e)
+    raise unreadable('not a zip archive of arrays' if not_zip else
+                     f'{type(e).__name__}: {e}') from e
+  if arrays is None:
+    raise unreadable('a single .npy array, not named parameters')
+  flat = names.normalize_separator(arrays)
   prefix = prefix or names.find_params_prefix(flat)
   return names.strip_prefix(flat, prefix) if prefix else flat
 
