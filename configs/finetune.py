@@ -11,8 +11,8 @@ The argument picks the model and the dataset preset (configs/datasets.py):
 
 Steps per dataset are the paper's (ImageNet 20k, CIFAR 10k, Pets/Flowers 500). The paper
 reports e.g. B/16 (ImageNet-21k pre-trained) at 384px: CIFAR-10 98.13%, Pets 93.81% on
-TPUv3. Without a pre-trained checkpoint (loading lands with the checkpoint-format work),
-this recipe trains from scratch and its results are those of a from-scratch run.
+TPUv3. Without --config.init_from this recipe trains from scratch, and its results are
+those of a from-scratch run.
 """
 
 from configs import common, datasets
@@ -24,7 +24,12 @@ def get_config(arg='B/16,cifar10'):
   c.model.variant = variant
   datasets.apply(c, dataset or 'cifar10')
   # Fine-tune at >= 224 px (small images are upsampled), a multiple of the patch size.
-  patch = int(variant.partition('/')[2] or 16)
+  patch = variant.partition('/')[2] or '16'
+  if not patch.isdigit() or int(patch) < 1:
+    raise ValueError(f'configs/finetune.py:{arg}: variant {variant!r} has no patch size; '
+                     'expected VARIANT,DATASET with VARIANT like B/16 or R50+B/16, e.g. '
+                     'configs/finetune.py:B/16,cifar10.')
+  patch = int(patch)
   c.dataset.image_size = -(-max(c.dataset.image_size, 224) // patch) * patch
   c.batch_size = 512
   c.optimizer.update(name='sgd', momentum=0.9, learning_rate=0.03, warmup_steps=500,

@@ -146,6 +146,22 @@ def test_bad_arguments_are_named():
   assert out.returncode == 2 and 'R50+B/16 is a hybrid and the PyTorch peer' in out.stderr
 
 
+@pytest.mark.parametrize('args,message', [
+    (['--repeats=0'], '--repeats 0: expected >= 1'),
+    (['--batch=0'], '--batch 0: expected >= 1'),
+    (['--warmup=-1'], '--warmup -1: expected >= 0'),
+    (['--peak-size=abc'], '--peak-size abc: expected positive integers'),
+    (['--scan=on'], '--scan on: expected 0 or 1'),
+    (['--variant=mu/16,mu/14', '--image-size=32'],
+     'does not divide into the patches of mu/14 (14 pixels): use --image-size 28'),
+])
+def test_nonsense_numbers_are_named_before_anything_runs(args, message, capsys, monkeypatch):
+  monkeypatch.setattr(benchmark, 'run', lambda a: pytest.fail('ran with bad arguments'))
+  with pytest.raises(SystemExit) as exit_:
+    benchmark.main(args)
+  assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_benchmark_suites_write_jsonl_and_tables(tmp_path, monkeypatch):
   from experiments import benchmarks
   tiny = ['--variant=mu/8', '--image-size=32', '--batch=4', '--num-classes=10']

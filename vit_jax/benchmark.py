@@ -398,8 +398,11 @@ def torch_matmul_peak(dtype: str, size: int, repeats: int = 5) -> float:
 
 # ---- CLI. ----
 
+_TRUE, _FALSE = ('1', 'true', 'yes'), ('0', 'false', 'no')
+
+
 def _bools(s: str) -> list[bool]:
-  return [v.strip().lower() in ('1', 'true', 'yes') for v in s.split(',')]
+  return [v.strip().lower() in _TRUE for v in s.split(',')]
 
 
 def _environment() -> dict[str, Any]:
@@ -564,8 +567,26 @@ def main(argv=None) -> int:
                  'bfloat16; --compare-torch eager,compile; --attention '
                  + ','.join(ATTENTION_PATHS) + '; '
                  '--xla-options tuned,default; --dot-out ' + ','.join(DOT_OUTPUTS) + '.')
-  if args.image_size % variant_kwargs(args.variant.split(',')[0])['patch_size']:
-    parser.error(f'--image-size {args.image_size} is not a multiple of the patch size.')
+  bad = [f'--{name} {value}' for name in ('scan', 'remat')
+         for value in getattr(args, name).split(',') if value.strip().lower() not in
+         _TRUE + _FALSE]
+  if bad:
+    parser.error(f'{", ".join(bad)}: expected 0 or 1, or 0,1 for both.')
+  for name, least in (('batch', 1), ('repeats', 1), ('warmup', 0), ('image_size', 1),
+                      ('num_classes', 1)):
+    if getattr(args, name) < least:
+      parser.error(f'--{name.replace("_", "-")} {getattr(args, name)}: expected >= {least}.')
+  if args.peak_size and not all(n.strip().isdigit() and int(n) > 0
+                                for n in args.peak_size.split(',')):
+    parser.error(f'--peak-size {args.peak_size}: expected positive integers, e.g. 2048,4096.')
+  for v in args.variant.split(','):
+    kw = variant_kwargs(v)
+    layers = kw.get('resnet_layers')  # a hybrid: its patches are of the ResNet feature map
+    side = args.image_size if layers is None else resnet.feature_size(args.image_size, layers)
+    if side % kw['patch_size']:
+      unit = kw['patch_size'] * (1 if layers is None else resnet.stem_stride(layers))
+      parser.error(f'--image-size {args.image_size} does not divide into the patches of {v} '
+                   f'({unit} pixels): use --image-size {max(args.image_size // unit, 1) * unit}.')
   run(args)
   return 0
 
