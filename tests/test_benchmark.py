@@ -153,7 +153,7 @@ def test_bad_arguments_are_named():
     (['--peak-size=abc'], '--peak-size abc: expected positive integers'),
     (['--scan=on'], '--scan on: expected 0 or 1'),
     (['--variant=mu/16,mu/14', '--image-size=32'],
-     'does not divide into the patches of mu/14 (14 pixels): use --image-size 28'),
+     'does not divide into the patches of mu/14: use --image-size 28'),
 ])
 def test_nonsense_numbers_are_named_before_anything_runs(args, message, capsys, monkeypatch):
   monkeypatch.setattr(benchmark, 'run', lambda a: pytest.fail('ran with bad arguments'))

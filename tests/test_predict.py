@@ -147,12 +147,32 @@ def test_image_size_must_be_given_without_position_embeddings(tmp_path):
   vit_npz.write(str(path), model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))['params'])
   with pytest.raises(ValueError, match='--image_size=N'):
     predict.load_classifier(str(path))
-  with pytest.raises(ValueError, match='not a multiple of the 8-pixel patches'):
+  with pytest.raises(ValueError, match='does not divide into the 8-pixel patches of .*'
+                     '--image_size=16'):
     predict.load_classifier(str(path), image_size=20)
   clf = predict.load_classifier(str(path), image_size=24, crop_ratio=0.875)
   res = list(clf.predict_files([sorted(PHOTOS.glob('*/*.JPEG'))[0]], top_k=4))
   assert [p['name'] for p in res[0]['predictions']] and abs(
       sum(p['prob'] for p in res[0]['predictions']) - 1) < 1e-5
+
+
+def test_hybrid_runs_at_the_size_it_was_trained_at_though_its_stem_rounds_up(tmp_path):
+  # configs/fashion_mnist.py:hybrid: 28 px through a stride-8 stem ('SAME' rounds 3.5 up to
+  # 4), 1x1 patches. Its position embeddings (4x4) fit 25-32 px; 28 is what it was trained at.
+  path = tmp_path / 'hybrid.npz'
+  model = get_model('mu/1', width=32, depth=1, mlp_dim=64, num_heads=2, num_classes=10,
+                    resnet_layers=(1, 1), resnet_width_factor=0.5)
+  vit_npz.write(str(path), model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 3)))['params'])
+  assert predict.load_classifier(str(path)).image_size == 32  # nothing says 28: the grid's
+  clf = predict.load_classifier(str(path), config={'dataset': {
+      'image_size': 28, 'eval_crop_ratio': 1.0, 'name': '', 'source': 'tfds'}})
+  assert clf.image_size == 28
+  assert predict.load_classifier(str(path), image_size=28).image_size == 28
+  res = list(clf.predict_files([sorted(PHOTOS.glob('*/*.JPEG'))[0]], top_k=2))
+  assert len(res[0]['predictions']) == 2
+  with pytest.raises(ValueError, match=r'image size 24 gives a 3x3 patch grid, but the '
+                     r'position embeddings .* are for 4x4 \(32px\)'):
+    predict.load_classifier(str(path), image_size=24)
 
 
 def test_no_readable_image_exits_1_naming_them(imagenet_npz, tmp_path):

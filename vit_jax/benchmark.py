@@ -55,6 +55,7 @@ import numpy as np
 
 from vit_jax import cpu_tuning
 from vit_jax.models import get_model, resnet, variant_kwargs
+from vit_jax.models.vit import fitting_image_size
 from vit_jax.native import cpu_attention
 
 
@@ -581,12 +582,10 @@ def main(argv=None) -> int:
     parser.error(f'--peak-size {args.peak_size}: expected positive integers, e.g. 2048,4096.')
   for v in args.variant.split(','):
     kw = variant_kwargs(v)
-    layers = kw.get('resnet_layers')  # a hybrid: its patches are of the ResNet feature map
-    side = args.image_size if layers is None else resnet.feature_size(args.image_size, layers)
-    if side % kw['patch_size']:
-      unit = kw['patch_size'] * (1 if layers is None else resnet.stem_stride(layers))
-      parser.error(f'--image-size {args.image_size} does not divide into the patches of {v} '
-                   f'({unit} pixels): use --image-size {max(args.image_size // unit, 1) * unit}.')
+    fit = fitting_image_size(args.image_size, kw['patch_size'], kw.get('resnet_layers'))
+    if fit != args.image_size:
+      parser.error(f'--image-size {args.image_size} does not divide into the patches of {v}: '
+                   f'use --image-size {fit}.')
   run(args)
   return 0
 

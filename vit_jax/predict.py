@@ -280,20 +280,24 @@ def load_classifier(checkpoint: str, *, config=None, format: Optional[str] = Non
     dataset = config['dataset']
   elif info.get('config'):
     dataset = info['config']['dataset']
-  posemb_size = info['image_size'] if info.get('posemb') == 'learn' else None
-  size = image_size or posemb_size or (dataset and dataset['image_size'])
+  # The size it was trained at, where known, else one its position embeddings fit (a
+  # hybrid's stem rounds up: 28 and 32 px both give a 4x4 grid after a stride-8 stem).
+  grid = info.get('grid') if info.get('posemb') == 'learn' else None
+  size = image_size or (dataset and dataset['image_size']) or info['image_size']
   if not size:
     raise ValueError(f'the image size of {checkpoint} is unknown (no learned position '
                      'embeddings, no saved config): pass --image_size=N (the resolution it '
                      'was trained at) or --config=... with dataset.image_size.')
-  if posemb_size and size != posemb_size:
-    raise ValueError(f'--image_size={size} but the position embeddings of {checkpoint} are '
-                     f'for {posemb_size}px; use {posemb_size}, or fine-tune at {size}px '
-                     '(--config.init_from resizes them).')
-  p = model.pixels_per_token()
-  if size % p:
-    raise ValueError(f'image size {size} is not a multiple of the {p}-pixel patches; pass '
-                     f'--image_size={size // p * p or p}.')
+  if model.fitting_image_size(size) != size:
+    raise ValueError(f'image size {size} does not divide into the {model.pixels_per_token()}'
+                     f'-pixel patches of {checkpoint}; pass --image_size='
+                     f'{model.fitting_image_size(size)}.')
+  tokens = model.token_grid(size, size)
+  if grid and tokens != tuple(grid):
+    raise ValueError(f'image size {size} gives a {tokens[0]}x{tokens[1]} patch grid, but the '
+                     f'position embeddings of {checkpoint} are for {grid[0]}x{grid[1]} ({info["image_size"]}px); use --image_size='
+                     f'{info["image_size"]}, or fine-tune at {size}px (--config.init_from '
+                     'resizes them).')
   ratio = crop_ratio or float(dataset['eval_crop_ratio'] if dataset else 1.0)
   if not 0 < ratio <= 1:
     raise ValueError(f'crop_ratio={ratio}; expected (0, 1]: 1.0 is a plain resize, 0.875 '

@@ -69,19 +69,17 @@ def check_config(config) -> 'data.DatasetInfo':
   for key in ('dropout', 'attention_dropout', 'stochastic_depth'):
     if not 0 <= m[key] < 1:
       errors.append(f'model.{key}={m[key]}; expected a rate in [0, 1).')
-  if patch and layers is not None:
+  fit = patch and vit.fitting_image_size(d.image_size, patch, layers)
+  if patch and fit != d.image_size and layers is not None:
     side = resnet.feature_size(d.image_size, layers)
-    if side % patch:
-      unit = resnet.stem_stride(layers) * patch
-      errors.append(f'dataset.image_size={d.image_size} gives a {side}x{side} ResNet feature '
-                    f'map, not divisible by the patch size {patch}: use --config.dataset.'
-                    f'image_size={max(d.image_size // unit, 1) * unit} (stem stride '
-                    f'{resnet.stem_stride(layers)} x patch {patch}).')
-  elif patch and d.image_size % patch:
+    errors.append(f'dataset.image_size={d.image_size} gives a {side}x{side} ResNet feature '
+                  f'map, not divisible by the patch size {patch}: use --config.dataset.'
+                  f'image_size={fit} (stem stride {resnet.stem_stride(layers)} x patch '
+                  f'{patch}).')
+  elif patch and fit != d.image_size:
     errors.append(f'dataset.image_size={d.image_size} is not divisible by the patch size '
-                  f'{patch} of {m.variant}: use --config.dataset.image_size='
-                  f'{max(d.image_size // patch, 1) * patch} or a variant with a patch that '
-                  'divides it.')
+                  f'{patch} of {m.variant}: use --config.dataset.image_size={fit} or a '
+                  'variant with a patch that divides it.')
   if o.name not in optim.OPTIMIZERS:
     errors.append(f'optimizer.name={o.name!r}; expected one of {optim.OPTIMIZERS}.')
   if o.decay not in optim.DECAYS:

@@ -29,6 +29,18 @@ CLASSIFIERS = ('token', 'gap', 'map')
 POSEMBS = ('learn', 'sincos2d', 'none')
 
 
+def fitting_image_size(side: int, patch_size: int, resnet_layers=None) -> int:
+  """`side` when side x side images cut into whole patches (for a hybrid: patches of the
+  stem's feature map, whose 'SAME' strides round up, so 28 px fits a stride-8 stem), else
+  the nearest smaller size that does (at least one patch)."""
+  if resnet_layers is None:
+    return side if side % patch_size == 0 else max(side // patch_size, 1) * patch_size
+  if resnet.feature_size(side, resnet_layers) % patch_size == 0:
+    return side
+  unit = resnet.stem_stride(resnet_layers) * patch_size
+  return max(side // unit, 1) * unit
+
+
 def posemb_sincos_2d(h: int, w: int, width: int, temperature: float = 10_000.0) -> np.ndarray:
   """Fixed 2-D sine-cosine position embeddings, (h*w, width), rows in raster order."""
   if width % 4:
@@ -574,6 +586,11 @@ class VisionTransformer(nn.Module):
     """Side of the image square behind one patch token (the stem's stride x the patch)."""
     stride = 1 if self.resnet_layers is None else resnet.stem_stride(self.resnet_layers)
     return stride * self.patch_size
+
+  def fitting_image_size(self, side: int) -> int:
+    """`side` if this model takes side x side images, else the nearest smaller size it
+    takes (see the module-level fitting_image_size)."""
+    return fitting_image_size(side, self.patch_size, self.resnet_layers)
 
   def token_grid(self, h: int, w: int) -> tuple[int, int]:
     """(rows, cols) of patch tokens for h x w images."""
