@@ -453,3 +453,11 @@ def test_damaged_npz_files_are_clear_errors(tmp_path, capsys):
   with pytest.raises(ValueError, match=r'(?s)1 mis-shaped.*encoderblock_1/MlpBlock_3/'
                      r'Dense_0/kernel: \(32, 10\) vs \(32, 64\)'):
     load.load_model(str(tmp_path / 'edited.npz'))
+
+
+@pytest.mark.parametrize('name,fmt', [
+    ('model.npz', 'vit_npz'), ('model.bv.npz', 'big_vision_npz'),
+    ('out_timm/', 'timm_vit'), ('out_timm', 'timm_vit'), ('vit.timm.safetensors', 'timm_vit'),
+    ('served_hf/', 'hf_vit'), ('model.safetensors', 'hf_vit')])
+def test_output_format_from_the_name_with_or_without_a_trailing_slash(tmp_path, name, fmt):
+  assert convert.dst_format(str(tmp_path / 'exports') + '/' + name) == fmt

@@ -43,7 +43,7 @@ def log(msg: str):
 
 
 def dst_format(path: str) -> str:
-  base = os.path.basename(path)
+  base = os.path.basename(os.path.normpath(path))  # 'out_timm/' names the directory too
   if base.endswith('.bv.npz') or ('big_vision' in base and base.endswith('.npz')):
     return big_vision_npz.FORMAT
   if base.endswith('.npz'):

@@ -80,5 +80,23 @@ def main(argv):
     print(json.dumps(result))
 
 
+def parse_flags(argv):
+  """absl's flag parsing, with an override of a key the config lacks as one error line
+  (ml_collections raises AttributeError or KeyError from inside the parse for it)."""
+  try:
+    return app.parse_flags_with_usage(argv)
+  except (AttributeError, KeyError) as e:
+    reason = e
+    while isinstance(reason, BaseException) and reason.args:  # KeyError inside AttributeError
+      reason = reason.args[0]
+    key, _, hint = ' '.join(str(reason).replace("'", '').split()).partition(' ')
+    named = [a for a in argv[1:] if a.startswith('--config.') and
+             key in a[len('--config.'):].partition('=')[0].split('.')]
+    print(f'error: {" ".join(named) or "a --config override"}: the config has no key '
+          f'{key!r}. {hint + " " if hint else ""}Valid keys are listed in configs/common.py.',
+          file=sys.stderr)
+    sys.exit(2)
+
+
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)
