@@ -223,8 +223,9 @@ def test_main_cli_rejects_unknown_override_and_all_configs_load():
                          '--workdir=/nonexistent', '--config.batchsize=3'], cwd=REPO,
                         capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
   assert proc.returncode == 2 and 'Traceback' not in proc.stderr
-  assert ("error: --config.batchsize=3: the config has no key 'batchsize'. Valid keys are "
-          'listed in configs/common.py.') in proc.stderr
+  assert ("error: --config.batchsize=3: the config has no key 'batchsize'. Did you mean "
+          '"batch_size" instead of "batchsize"? Valid keys are listed in configs/common.py.'
+          ) in proc.stderr
   for cfg in (default_config.get_config(), finetune.get_config('B/16,mnist'),
               pretrain.get_config('S/16,imagenette,medium2')):
     assert check_config(cfg).num_classes == 10
