@@ -44,9 +44,13 @@ def read_metrics(workdir, split='train'):
     return [r for r in map(json.loads, f) if r['split'] == split]
 
 
-def test_trains_on_real_mnist_evaluates_checkpoints_and_resumes(tmp_path):
+def test_trains_on_real_mnist_evaluates_checkpoints_and_resumes(tmp_path, capsys):
   workdir = str(tmp_path / 'run')
   result = train.train_and_evaluate(tiny_mnist_config(), workdir)
+  progress = [l for l in capsys.readouterr().err.splitlines() if l.startswith('step ')]
+  assert progress[0].endswith('steps/s ? | ETA ?')  # step 1: the compile, no rate yet
+  rates = [float(l.split(' | ')[-2].split()[0]) for l in progress[1:]]
+  assert len(rates) == 39 and min(rates) > 0  # each line: its interval's measured rate
   losses = [r['loss'] for r in read_metrics(workdir)]
   assert len(losses) == 40 and np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.3
   assert result['eval_examples'] == 256 and result['eval_accuracy'] > 0.3  # chance is 0.1

@@ -7,7 +7,7 @@ per line: {"step": ..., "split": "train"|"eval", "name": value, ...}.
 import json
 import os
 import sys
-import time
+from typing import Optional
 
 
 def _fmt_seconds(s: float) -> str:
@@ -20,8 +20,6 @@ class MetricWriter:
   def __init__(self, workdir: str, total_steps: int, enabled: bool = True):
     self.total_steps, self.enabled = total_steps, enabled
     self.jsonl_path = os.path.join(workdir, 'metrics.jsonl')
-    self._start = time.time()
-    self._start_step = None
     self._tb = None
     if enabled:
       from vit_jax.data.tf_cpu import tf  # gfile: local paths and gs:// alike
@@ -47,21 +45,18 @@ class MetricWriter:
         self._tf.summary.scalar(f'{split}/{k}', v)
     self._tb.flush()
 
-  def progress(self, step: int, values: dict):
-    """One human-readable line on stderr: step, metrics, steps/s and ETA."""
+  def progress(self, step: int, values: dict, steps_per_sec: Optional[float] = None):
+    """One human-readable line on stderr: step, metrics, steps/s and ETA (from the rate
+    the caller measured since its last line; none yet for a line right after compiling)."""
     if not self.enabled:
       return
-    now = time.time()
-    if self._start_step is None:
-      self._start_step, self._start = step, now
-      rate = 0.0
-    else:
-      rate = (step - self._start_step) / max(now - self._start, 1e-9)
-    eta = (self.total_steps - step) / rate if rate else float('nan')
     shown = ' | '.join(f'{k} {v:.4g}' for k, v in values.items())
-    eta_s = _fmt_seconds(eta) if rate else '?'
-    print(f'step {step}/{self.total_steps} | {shown} | {rate:.2f} steps/s | ETA {eta_s}',
-          file=sys.stderr, flush=True)
+    if steps_per_sec:
+      speed = (f'{steps_per_sec:.2f} steps/s | ETA '
+               f'{_fmt_seconds((self.total_steps - step) / steps_per_sec)}')
+    else:
+      speed = 'steps/s ? | ETA ?'
+    print(f'step {step}/{self.total_steps} | {shown} | {speed}', file=sys.stderr, flush=True)
 
   def close(self):
     if self._tb is not None:

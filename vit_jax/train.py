@@ -66,7 +66,8 @@ def check_finite(step: int, flag, config, log):
     return
   raise NonFiniteLossError(
       f'step {step}: the loss or gradient is not finite; the update was dropped and the run '
-      'stopped. The last checkpoint in the workdir is intact. Lower the learning rate, '
+      'stopped. No checkpoint is saved after a bad step: those in the workdir, if any, are '
+      'intact. Lower the learning rate, '
       'check the data, or set --config.nonfinite=skip to skip such steps.')
 
 
@@ -232,7 +233,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
             values['images_per_sec'] = (step - step_log) * config.batch_size / max(dt, 1e-9)
           t_log, step_log = time.time(), step
           writer.write(step, 'train', values)
-          writer.progress(step, {k: values[k] for k in ('loss', 'accuracy', 'learning_rate')})
+          writer.progress(step, {k: values[k] for k in ('loss', 'accuracy', 'learning_rate')},
+                          values.get('images_per_sec', 0) / config.batch_size)
         if every(config.eval_every, step) or step == config.total_steps:
           ev = evaluate(eval_step, state['params'], config, mesh)
           writer.write(step, 'eval', ev)
