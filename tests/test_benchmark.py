@@ -252,6 +252,12 @@ def test_readme_quotes_the_committed_benchmark_tables():
   block = text.split(benchmarks.BEGIN, 1)[1].split(benchmarks.END, 1)[0].strip()
   assert block == benchmarks.readme_block(benchmarks.RESULTS).strip()
   assert '| B/16 | train |' in block
+  # Each CPU's committed results.md is what its .jsonl files render to today.
+  folders = [benchmarks.RESULTS, *(d for d in benchmarks.RESULTS.iterdir()
+                                   if (d / 'results.md').exists())]
+  assert len(folders) >= 3
+  for folder in folders:
+    assert (folder / 'results.md').read_text() == benchmarks.render(folder), folder
 
 
 def test_step_profile_sums_a_traced_step_by_op_kind(capsys):
