@@ -342,6 +342,16 @@ def _strict_error(path, fmt, missing, unexpected, misshaped, ckpt, target,
   return ValueError('\n'.join(lines))
 
 
+def _check_exact(path, fmt, ckpt, target, original):
+  """Raises the strict error unless `ckpt` has exactly `target`'s names and shapes."""
+  missing = sorted(set(target) - set(ckpt))
+  unexpected = sorted(set(ckpt) - set(target))
+  misshaped = sorted(k for k in set(target) & set(ckpt)
+                     if tuple(ckpt[k].shape) != tuple(target[k].shape))
+  if missing or unexpected or misshaped:
+    raise _strict_error(path, fmt, missing, unexpected, misshaped, ckpt, target, original)
+
+
 def load_pretrained(path: str, init_params: Mapping[str, Any], *,
                     keep_pre_logits: Optional[bool] = None,
                     grid: Optional[tuple[int, int]] = None,
@@ -416,12 +426,7 @@ def load_pretrained(path: str, init_params: Mapping[str, Any], *,
                        'holds shapes only: pass concrete params (model.init(...)) or '
                        'keep_pre_logits=True.')
 
-  missing = sorted(set(target) - set(ckpt))
-  unexpected = sorted(set(ckpt) - set(target))
-  misshaped = sorted(k for k in set(target) & set(ckpt)
-                     if tuple(ckpt[k].shape) != tuple(target[k].shape))
-  if missing or unexpected or misshaped:
-    raise _strict_error(path, fmt, missing, unexpected, misshaped, ckpt, target, original)
+  _check_exact(path, fmt, ckpt, target, original)
   loaded = len(target) - len(fresh)
   log(f'load_pretrained: {loaded}/{len(target)} arrays from {path} [{fmt}]')
   return names.unflatten({k: np.asarray(ckpt[k]).astype(target[k].dtype)
@@ -498,9 +503,4 @@ def _check_fits(model, flat: Mapping[str, Any], path: str, fmt: str, info: Mappi
   if info['grid'] is None:  # position embeddings of no square grid: not compared
     target.pop(names.POSEMB, None)
     flat = {k: v for k, v in flat.items() if k != names.POSEMB}
-  missing = sorted(set(target) - set(flat))
-  unexpected = sorted(set(flat) - set(target))
-  misshaped = sorted(k for k in set(target) & set(flat)
-                     if tuple(flat[k].shape) != tuple(target[k].shape))
-  if missing or unexpected or misshaped:
-    raise _strict_error(path, fmt, missing, unexpected, misshaped, flat, target, flat)
+  _check_exact(path, fmt, flat, target, flat)
