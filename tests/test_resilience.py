@@ -115,6 +115,24 @@ def test_unreadable_checkpoint_is_moved_aside_and_the_previous_one_used(tmp_path
   assert {'2', '4', '6'} <= set(names) and any(n.startswith('4.unreadable-') for n in names)
 
 
+def test_a_read_that_fails_once_is_retried_not_moved_aside(tmp_path, monkeypatch, capsys):
+  workdir = tmp_path / 'run'
+  train.train_and_evaluate(tiny_mnist_config(total_steps=4, checkpoint_every=2, eval_every=0),
+                           str(workdir))
+  real, calls = ocp.CheckpointManager.restore, []
+  def flaky(self, step, *args, **kwargs):  # a storage error that passes (gs://, NFS)
+    calls.append(step)
+    if len(calls) == 1:
+      raise OSError('Connection reset by peer')
+    return real(self, step, *args, **kwargs)
+  monkeypatch.setattr(ocp.CheckpointManager, 'restore', flaky)
+  result = train.train_and_evaluate(
+      tiny_mnist_config(total_steps=6, checkpoint_every=2, eval_every=0), str(workdir))
+  assert calls == [4, 4] and result['step'] == 6
+  assert 'resumed from' in capsys.readouterr().err
+  assert sorted(os.listdir(workdir / 'checkpoints')) == ['2', '4', '6']  # nothing moved
+
+
 def launch(*args):
   return subprocess.run(['bash', str(REPO / 'launch.sh'), *args], cwd=REPO,
                         capture_output=True, text=True)

@@ -92,6 +92,32 @@ def _quarantine(mgr: ocp.CheckpointManager, step: int) -> str:
   return dst
 
 
+def _try_restore(mgr: ocp.CheckpointManager, step: int, abstract_state, attempts: int = 2):
+  """(state, None), or (None, the error) when `attempts` reads of `step` all failed: a
+  second read lets a passing storage error (gs://, NFS) go by without moving a good
+  checkpoint aside."""
+  error = None
+  for attempt in range(attempts):
+    try:
+      restored = mgr.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state), config=ocp.args.JsonRestore()))
+      return jax.block_until_ready(restored['state']), None
+    except Exception as e:  # noqa: BLE001 - any read failure: retried, then unusable
+      error = e
+      if attempt + 1 < attempts:
+        time.sleep(1.0)
+  return None, error
+
+
+def _everywhere(ok: bool) -> bool:
+  """True when `ok` holds in every process: all of them resume from the same step, or
+  none does (one host failing to read its shards fails the step for all)."""
+  if jax.process_count() == 1:
+    return ok
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return bool(np.all(multihost_utils.process_allgather(np.asarray(ok, np.int32))))
+
+
 def restore_latest(mgr: ocp.CheckpointManager, abstract_state, log=print):
   """Restores the newest readable checkpoint with the shardings/dtypes of `abstract_state`.
 
@@ -104,19 +130,21 @@ def restore_latest(mgr: ocp.CheckpointManager, abstract_state, log=print):
   for step in sorted(mgr.all_steps(), reverse=True):
     try:
       check_same_state(mgr, step, abstract_state)
-      restored = mgr.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_state), config=ocp.args.JsonRestore()))
-      state = restored['state']
-      jax.block_until_ready(state)
-      return state, step
-    except CheckpointError:
+    except CheckpointError:  # a config change, not damage: raised, nothing moved
       raise
-    except Exception as e:  # noqa: BLE001 - any read failure means this one is unusable
-      where = os.path.join(str(mgr.directory), str(step))
-      moved = _quarantine(mgr, step)
-      unreadable.append(moved)
-      log(f'checkpoint {where} is unreadable ({type(e).__name__}: {str(e)[:200]}); moved '
-          f'it to {moved} and trying the previous one')
+    except Exception as e:  # noqa: BLE001 - its metadata is unreadable: so is the step
+      state, error = None, e
+    else:
+      state, error = _try_restore(mgr, step, abstract_state)
+    if _everywhere(error is None):
+      return state, step
+    where = os.path.join(str(mgr.directory), str(step))
+    moved = _quarantine(mgr, step)
+    unreadable.append(moved)
+    why = (f'{type(error).__name__}: {str(error)[:200]}' if error is not None else
+           'another process could not read it')
+    log(f'checkpoint {where} is unreadable ({why}); moved it to {moved} and trying the '
+        'previous one')
   if unreadable:
     raise CheckpointError(
         f'no readable checkpoint in {mgr.directory}: {", ".join(unreadable)} could not be '
