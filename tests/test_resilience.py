@@ -51,8 +51,8 @@ def _flat_finite(params):
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
   c = tiny_mnist_config(total_steps=6, checkpoint_every=1, eval_every=0)
   c.optimizer.update(name='sgd', learning_rate=1e20, warmup_steps=0, grad_clip_norm=0.0)
-  with pytest.raises(train.NonFiniteLossError, match=r'step (\d+): the loss or gradient is '
-                     r'not finite.*--config.nonfinite=skip'):
+  with pytest.raises(train.NonFiniteLossError, match=r'step (\d+): the loss, gradient or update '
+                     r'is not finite.*--config.nonfinite=skip'):
     train.train_and_evaluate(c, str(tmp_path / 'stop'))
   saved = sorted(int(s) for s in os.listdir(tmp_path / 'stop' / 'checkpoints'))
   assert saved and saved[-1] < 6

@@ -9,6 +9,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import orbax.checkpoint as ocp
 import pytest
 
@@ -138,6 +139,41 @@ def test_gradient_accumulation_gives_the_same_update_as_one_full_batch():
   assert not np.allclose(s1['params']['embedding']['kernel'], params['embedding']['kernel'])
 
 
+def test_a_dropped_update_keeps_params_and_moments_but_the_schedule_moves_on():
+  mesh = sharding.make_mesh()
+  c = tiny_mnist_config(nonfinite='skip')
+  c.optimizer.update(name='adamw', learning_rate=1.0, warmup_steps=4)
+  model = train.build_model(c.model, 10)
+  tx, schedule = optim.make_optimizer(c.optimizer, c.total_steps)
+  params = model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))['params']
+  state = dict(step=jnp.array(0, jnp.int32), params=params, opt_state=tx.init(params))
+  rng = np.random.default_rng(0)
+  good = dict(image=jnp.asarray(rng.uniform(-1, 1, (32, 16, 16, 3)), jnp.float32),
+              label=jnp.asarray(rng.integers(0, 10, 32), jnp.int32))
+  bad = dict(good, image=good['image'].at[0, 0, 0, 0].set(jnp.nan))
+  step = jax.jit(steps.make_train_step(model, tx, schedule, c, 10, mesh))
+  counts = lambda s: [int(x) for p, x in jax.tree_util.tree_flatten_with_path(  # noqa: E731
+      s['opt_state'])[0] if jax.tree_util.keystr(p).endswith('.count')]
+  s1, m1 = step(state, bad)
+  assert m1['nonfinite'] == 1 and counts(s1) == [1, 1] and int(s1['step']) == 1
+  for name in ('params', 'opt_state'):  # all but the counts: as before the step
+    same = jax.tree_util.tree_map_with_path(
+        lambda p, a, b: jax.tree_util.keystr(p).endswith('.count') or bool(jnp.all(a == b)),
+        s1[name], state[name])
+    assert all(jax.tree.leaves(same)), name
+  s2, m2 = step(s1, good)
+  assert m2['nonfinite'] == 0 and counts(s2) == [2, 2]
+  assert float(m2['learning_rate']) == float(schedule(1)) == 0.25  # the rate applied
+  # An update that is not finite though the loss and gradient are (an optimiser state
+  # that overflows) is dropped too.
+  broken = optax.chain(tx, optax.scale(float('nan')))
+  state_b = dict(state, opt_state=broken.init(params))
+  s3, m3 = jax.jit(steps.make_train_step(model, broken, schedule, c, 10, mesh))(state_b, good)
+  assert m3['nonfinite'] == 1 and np.isfinite(float(m3['loss']))
+  assert all(jax.tree.leaves(jax.tree.map(lambda a, b: bool(jnp.all(a == b)),
+                                          s3['params'], params)))
+
+
 def test_schedule_warms_up_linearly_then_decays():
   c = tiny_mnist_config()
   c.optimizer.update(learning_rate=1.0, warmup_steps=10, decay='cosine')
@@ -203,6 +239,8 @@ def test_flip_averaged_eval_is_mirror_invariant_and_logs_the_single_view_figures
     ({'model.num_heads': 5}, r'model.width=32 is not divisible by model.num_heads=5: .* use '
                              r'--config.model.num_heads=4'),
     ({'model.depth': 0}, r'model.depth=0; expected a positive integer'),
+    ({'model.param_dtype': 'float16'}, r"model.param_dtype='float16': parameters and "
+                                       r'optimiser state in float16 under- and overflow'),
     (dict(keep_checkpoints=-1), r'keep_checkpoints=-1; expected >= 1 .*or 0 to keep every'),
     (dict(checkpoint_every=-5), r'checkpoint_every=-5; expected a number of steps >= 0'),
 ])

@@ -52,6 +52,16 @@ def random_erasing(rng, images, prob: float):
   return jnp.where(box, noise, images)
 
 
+def all_finite(tree) -> jax.Array:
+  """Whether every element is finite (a norm would overflow on large finite values)."""
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def _is_count(path) -> bool:
+  """An optax state's step counter (`count` of ScaleByAdamState, ScaleByScheduleState...)."""
+  return bool(path) and getattr(path[-1], 'name', None) == 'count'
+
+
 def make_train_step(model, tx, schedule, config, num_classes: int, mesh):
   """(state, batch) -> (state, metrics). Randomness is a function of (seed, step) only."""
   k = config.grad_accum_steps
@@ -98,12 +108,17 @@ def make_train_step(model, tx, schedule, config, num_classes: int, mesh):
 
     updates, opt_state = tx.update(grads, state['opt_state'], params)
     grad_norm = global_norm(grads)
-    # A non-finite loss or gradient never reaches the state: the update is dropped (the
-    # host then stops or carries on, per config.nonfinite), so every saved state is good.
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
-    new_state = dict(step=step + 1, params=keep(optax.apply_updates(params, updates), params),
-                     opt_state=keep(opt_state, state['opt_state']))
+    # A non-finite loss, gradient or update (an optimiser state that under- or overflows)
+    # never reaches the state: the update is dropped (the host then stops or carries on,
+    # per config.nonfinite), so every saved state is good. The optimiser's step counts
+    # still advance, so its schedule stays at schedule(step), the rate logged.
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & all_finite(updates)
+    keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
+    opt_state = jax.tree_util.tree_map_with_path(
+        lambda path, new, old: new if _is_count(path) else keep(new, old),
+        opt_state, state['opt_state'])
+    new_state = dict(step=step + 1, opt_state=opt_state,
+                     params=jax.tree.map(keep, optax.apply_updates(params, updates), params))
     out = dict(loss=loss, accuracy=jnp.mean(jnp.argmax(logits, -1) == int_labels),
                grad_norm=grad_norm, learning_rate=schedule(step),
                nonfinite=1.0 - finite.astype(jnp.float32))

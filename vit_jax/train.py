@@ -57,18 +57,19 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def check_finite(step: int, flag, config, log):
-  """Stops the run at a non-finite loss/gradient (state and checkpoints stay good), or
+  """Stops the run at a non-finite loss/gradient/update (state and checkpoints stay good), or
   logs and carries on when config.nonfinite == 'skip'."""
   if float(jax.device_get(flag)) == 0:
     return
   if config.nonfinite == 'skip':
-    log(f'step {step}: non-finite loss or gradient; update skipped (config.nonfinite=skip)')
+    log(f'step {step}: non-finite loss, gradient or update; update skipped '
+        '(config.nonfinite=skip)')
     return
   raise NonFiniteLossError(
-      f'step {step}: the loss or gradient is not finite; the update was dropped and the run '
-      'stopped. No checkpoint is saved after a bad step: those in the workdir, if any, are '
-      'intact. Lower the learning rate, '
-      'check the data, or set --config.nonfinite=skip to skip such steps.')
+      f'step {step}: the loss, gradient or update is not finite; the update was dropped and '
+      'the run stopped. No checkpoint is saved after a bad step: those in the workdir, if '
+      'any, are intact. Lower the learning rate, check the data, or set '
+      '--config.nonfinite=skip to skip such steps.')
 
 
 @contextlib.contextmanager

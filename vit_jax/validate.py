@@ -66,6 +66,10 @@ def check_config(config) -> 'data.DatasetInfo':
   for key in ('dtype', 'param_dtype'):
     if m[key] not in DTYPES:
       errors.append(f'model.{key}={m[key]!r}; expected one of {DTYPES}.')
+  if m.param_dtype == 'float16':
+    errors.append("model.param_dtype='float16': parameters and optimiser state in float16 "
+                  "under- and overflow (AdamW's eps 1e-8 is 0 there: 0/0 on the first step); "
+                  'keep float32 parameters and compute in 16 bits with model.dtype.')
   for key in ('dropout', 'attention_dropout', 'stochastic_depth'):
     if not 0 <= m[key] < 1:
       errors.append(f'model.{key}={m[key]}; expected a rate in [0, 1).')
