@@ -22,6 +22,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ROOT = REPO / 'workdirs' / 'experiments'
 RESULTS = REPO / 'experiments' / 'results'
+# --smoke runs and reports go apart, so that they never overwrite the committed results
+# nor pass for finished runs of a real sweep.
+SMOKE_ROOT = REPO / 'workdirs' / 'experiments_smoke'
 
 # The ablations' base model: small enough for about a minute per run on 2 CPU cores.
 # 7x7 patches of 28x28 images (16 tokens), 4 blocks of width 64. The recipe is pinned to
@@ -61,14 +64,21 @@ def parse_args(doc: str, argv=None, **extra):
   p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--smoke', action='store_true',
                  help='micro model, a handful of steps, 64 eval images: checks the script runs')
-  p.add_argument('--workdir-root', type=Path, default=DEFAULT_ROOT,
-                 help=f'runs go to ROOT/EXPERIMENT/RUN (default {DEFAULT_ROOT.relative_to(REPO)})')
-  p.add_argument('--results-dir', type=Path, default=RESULTS,
-                 help='report written to RESULTS_DIR/EXPERIMENT (default experiments/results)')
+  p.add_argument('--workdir-root', type=Path, default=None,
+                 help=f'runs go to ROOT/EXPERIMENT/RUN (default {DEFAULT_ROOT.relative_to(REPO)}; '
+                 f'with --smoke {SMOKE_ROOT.relative_to(REPO)})')
+  p.add_argument('--results-dir', type=Path, default=None,
+                 help='report written to RESULTS_DIR/EXPERIMENT (default experiments/results; '
+                 f'with --smoke {(SMOKE_ROOT / "results").relative_to(REPO)})')
   p.add_argument('--no-report', action='store_true', help='only run, do not write the report')
   for name, default in extra.items():
     p.add_argument(f'--{name.replace("_", "-")}', type=type(default), default=default)
-  return p.parse_args(argv)
+  args = p.parse_args(argv)
+  if args.workdir_root is None:
+    args.workdir_root = SMOKE_ROOT if args.smoke else DEFAULT_ROOT
+  if args.results_dir is None:
+    args.results_dir = SMOKE_ROOT / 'results' if args.smoke else RESULTS
+  return args
 
 
 def fmt_value(v) -> str:
@@ -92,9 +102,16 @@ def launch(experiment: str, run: Run, root: Path, log=print) -> dict:
   """Runs `run` unless its workdir already has run.json; returns the run.json contents."""
   workdir = Path(root) / experiment / run.name
   record_file = workdir / 'run.json'
+  overrides = {k: fmt_value(v) for k, v in run.overrides.items()}
   if record_file.exists():
+    record = json.loads(record_file.read_text())
+    if (record.get('config'), record.get('overrides')) != (run.config, overrides):
+      raise RuntimeError(
+          f'[{experiment}] {workdir} holds a run of other settings ({record.get("command")}), '
+          f'not of this one ({run.config} with {overrides}): pass another --workdir-root, or '
+          'move that workdir away.')
     log(f'[{experiment}] {run.name}: done already, skipped ({display_path(record_file)})')
-    return json.loads(record_file.read_text())
+    return record
   workdir.mkdir(parents=True, exist_ok=True)
   args = command(run, workdir)
   shown = command(run, Path(display_path(workdir)))
@@ -111,10 +128,14 @@ def launch(experiment: str, run: Run, root: Path, log=print) -> dict:
     raise RuntimeError(f'[{experiment}] {run.name} failed (exit {proc.returncode}) after '
                        f'{wall:.0f}s; last lines of {workdir}/stderr.log:\n' + '\n'.join(tail))
   result = json.loads(proc.stdout.strip().splitlines()[-1])
+  if result.get('preempted'):  # stopped by a signal: its checkpoint is kept, no run.json
+    raise RuntimeError(f'[{experiment}] {run.name} was stopped at step {result["step"]} by a '
+                       'signal (SIGTERM/Ctrl-C) before its end; rerun the script to resume '
+                       'it from the checkpoint saved then.')
   from vit_jax import cpu_tuning  # pylint: disable=g-import-not-at-top (imports jax)
   record = dict(experiment=experiment, name=run.name, labels=run.labels,
                 command=shown, config=run.config,
-                overrides={k: fmt_value(v) for k, v in run.overrides.items()},
+                overrides=overrides,
                 wall_seconds=wall, result=result, load_avg_1m=os.getloadavg()[0],
                 cpu=cpu_tuning.cpu_name(), finished=time.strftime('%Y-%m-%d %H:%M:%S %Z'))
   record_file.write_text(json.dumps(record, indent=2))

@@ -248,3 +248,31 @@ def test_target_lines_give_the_single_view_accuracy_of_a_flip_averaged_run():
       '- fmnist: 92.10% (flip-averaged prediction; single view 91.90%) in 580 s of training; '
       'target >= 92.0% in <= 600 s: **met**',
       '- mnist: 98.90% in 610 s of training; target >= 99.0% in <= 600 s: **missed**', '']
+
+
+def test_smoke_runs_and_reports_never_land_among_the_real_ones():
+  real, smoke_ = common.parse_args('x', []), common.parse_args('x', ['--smoke'])
+  assert (real.workdir_root, real.results_dir) == (common.DEFAULT_ROOT, common.RESULTS)
+  assert smoke_.workdir_root == common.SMOKE_ROOT
+  assert smoke_.results_dir == common.SMOKE_ROOT / 'results'
+  assert common.RESULTS not in smoke_.results_dir.parents
+
+
+def test_a_workdir_of_other_settings_or_a_stopped_run_is_not_taken_as_finished(
+    tmp_path, monkeypatch):
+  run = common.Run('r', 'configs/mnist.py', common.base({}, smoke=False), {'seed': 0})
+  other = common.Run('r', 'configs/mnist.py', common.base({}, smoke=True), {'seed': 0})
+  monkeypatch.setattr(common.subprocess, 'run', lambda *a, **k: pytest.fail('launched'))
+  (tmp_path / 'exp' / 'r').mkdir(parents=True)
+  (tmp_path / 'exp' / 'r' / 'run.json').write_text(json.dumps(dict(
+      config=other.config, command='./launch.sh python -m vit_jax.main ...',
+      overrides={k: common.fmt_value(v) for k, v in other.overrides.items()})))
+  with pytest.raises(RuntimeError, match='holds a run of other settings'):
+    common.launch('exp', run, tmp_path, log=lambda _: None)
+  # A run stopped by a signal exits 0 with preempted=true: no run.json, an error to rerun.
+  stopped = json.dumps(dict(step=103, preempted=True, train_seconds=9.0))
+  monkeypatch.setattr(common.subprocess, 'run', lambda *a, **k: common.subprocess.
+                      CompletedProcess(a, 0, stdout=stopped + '\n'))
+  with pytest.raises(RuntimeError, match='stopped at step 103 by a signal.*rerun the script'):
+    common.launch('exp', run, tmp_path / 'fresh', log=lambda _: None)
+  assert not (tmp_path / 'fresh' / 'exp' / 'r' / 'run.json').exists()
