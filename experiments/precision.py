@@ -9,7 +9,7 @@ activations, and matmuls that accumulate in float32. The question is whether the
 accuracy holds (target: within 0.3 points). Speed is not: at width 64 the matmuls are
 too small to gain from 16 bits and the conversions around them cost more, so bfloat16
 trains this model at about half float32's speed even on a Xeon with AMX, where Ti/16 to
-B/16 train 1.6-2.1x faster in bfloat16 (experiments/results/benchmarks/xeon_amx).
+B/16 train 1.32-2.20x faster in bfloat16 (experiments/results/benchmarks/xeon_amx).
 
 The default 7x7 patches give 17 tokens, whose attention XLA computes (broadcast
 products); --variant=mu/4 (4x4 patches, 50 tokens) runs the C++ attention kernel in the
