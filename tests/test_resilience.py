@@ -115,6 +115,26 @@ def test_unreadable_checkpoint_is_moved_aside_and_the_previous_one_used(tmp_path
   assert {'2', '4', '6'} <= set(names) and any(n.startswith('4.unreadable-') for n in names)
 
 
+def test_an_unreadable_checkpoint_that_cannot_be_moved_aside_stops_the_run(tmp_path,
+                                                                          monkeypatch):
+  from etils import epath
+  workdir = tmp_path / 'run'
+  train.train_and_evaluate(tiny_mnist_config(total_steps=4, checkpoint_every=2, eval_every=0),
+                           str(workdir))
+  for f in (workdir / 'checkpoints' / '4' / 'state').rglob('*'):
+    if f.is_file():
+      f.write_bytes(f.read_bytes()[:max(f.stat().st_size // 3, 1)])
+  def no_rename(self, target):  # an object store without directory renames
+    raise OSError('rename is not supported for directories here')
+  monkeypatch.setattr(type(epath.Path(str(tmp_path))), 'rename', no_rename)
+  with pytest.raises(CheckpointError, match=r'checkpoints/4 is unreadable \(.*\) and could '
+                     r'not be moved aside \(OSError: rename is not supported.*\)\. Move or '
+                     r'delete it, then rerun'):
+    train.train_and_evaluate(tiny_mnist_config(total_steps=6, checkpoint_every=2,
+                                               eval_every=0), str(workdir))
+  assert sorted(os.listdir(workdir / 'checkpoints')) == ['2', '4']  # nothing lost or hidden
+
+
 def test_a_read_that_fails_once_is_retried_not_moved_aside(tmp_path, monkeypatch, capsys):
   workdir = tmp_path / 'run'
   train.train_and_evaluate(tiny_mnist_config(total_steps=4, checkpoint_every=2, eval_every=0),

@@ -15,6 +15,7 @@ import time
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
 
 class CheckpointError(ValueError):
@@ -82,14 +83,20 @@ def check_same_state(mgr: ocp.CheckpointManager, step: int, abstract_state):
         '--config.init_from=FILE.npz with a new --workdir.')
 
 
-def _quarantine(mgr: ocp.CheckpointManager, step: int) -> str:
-  """Moves an unreadable checkpoint aside (kept for inspection) so it is never reused."""
-  src = os.path.join(str(mgr.directory), str(step))
-  dst = f'{src}.unreadable-{int(time.time())}'
-  if jax.process_index() == 0 and os.path.exists(src):
-    os.rename(src, dst)
+def _quarantine(mgr: ocp.CheckpointManager, step: int) -> tuple[bool, str]:
+  """Moves an unreadable checkpoint aside (kept for inspection) so it is never reused.
+  Returns (moved, what happened), agreed by every process (process 0 moves it)."""
+  src = epath.Path(mgr.directory) / str(step)
+  dst = src.parent / f'{step}.unreadable-{int(time.time())}'
+  moved, outcome = True, f'moved it to {dst}'
+  if jax.process_index() == 0:
+    try:
+      src.rename(dst)
+    except Exception as e:  # noqa: BLE001 - e.g. an object store without directory renames
+      moved, outcome = False, f'{type(e).__name__}: {str(e)[:160]}'
+  moved = _everywhere(moved)
   mgr.reload()
-  return dst
+  return moved, outcome
 
 
 def _try_restore(mgr: ocp.CheckpointManager, step: int, abstract_state, attempts: int = 2):
@@ -139,12 +146,15 @@ def restore_latest(mgr: ocp.CheckpointManager, abstract_state, log=print):
     if _everywhere(error is None):
       return state, step
     where = os.path.join(str(mgr.directory), str(step))
-    moved = _quarantine(mgr, step)
-    unreadable.append(moved)
     why = (f'{type(error).__name__}: {str(error)[:200]}' if error is not None else
            'another process could not read it')
-    log(f'checkpoint {where} is unreadable ({why}); moved it to {moved} and trying the '
-        'previous one')
+    moved, outcome = _quarantine(mgr, step)
+    if not moved:  # left in place, it would block the save of this step after a resume
+      raise CheckpointError(
+          f'checkpoint {where} is unreadable ({why}) and could not be moved aside '
+          f'({outcome}). Move or delete it, then rerun to resume from the one before it.')
+    unreadable.append(outcome.replace('moved it to ', ''))
+    log(f'checkpoint {where} is unreadable ({why}); {outcome} and trying the previous one')
   if unreadable:
     raise CheckpointError(
         f'no readable checkpoint in {mgr.directory}: {", ".join(unreadable)} could not be '
