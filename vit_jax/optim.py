@@ -23,7 +23,8 @@ def make_schedule(opt_cfg, total_steps: int) -> optax.Schedule:
 
 
 def _kernels_only(params):
-  """Weight decay applies to weight matrices, not to biases, norms, tokens or embeddings."""
+  """Weight decay applies to the `kernel`s (the patch embedding's too, as in big_vision),
+  not to biases, norms, the class token, MAP probe or position embeddings."""
   return jax.tree_util.tree_map_with_path(
       lambda path, _: getattr(path[-1], 'key', None) == 'kernel', params)
 
