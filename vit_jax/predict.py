@@ -295,9 +295,9 @@ def load_classifier(checkpoint: str, *, config=None, format: Optional[str] = Non
   tokens = model.token_grid(size, size)
   if grid and tokens != tuple(grid):
     raise ValueError(f'image size {size} gives a {tokens[0]}x{tokens[1]} patch grid, but the '
-                     f'position embeddings of {checkpoint} are for {grid[0]}x{grid[1]} ({info["image_size"]}px); use --image_size='
-                     f'{info["image_size"]}, or fine-tune at {size}px (--config.init_from '
-                     'resizes them).')
+                     f'position embeddings of {checkpoint} are for {grid[0]}x{grid[1]} '
+                     f'({info["image_size"]}px); use --image_size={info["image_size"]}, or '
+                     f'fine-tune at {size}px (--config.init_from resizes them).')
   ratio = crop_ratio or float(dataset['eval_crop_ratio'] if dataset else 1.0)
   if not 0 < ratio <= 1:
     raise ValueError(f'crop_ratio={ratio}; expected (0, 1]: 1.0 is a plain resize, 0.875 '

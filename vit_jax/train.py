@@ -108,9 +108,9 @@ def init_from_errors(config):
   is a CheckpointError (one error line from main, exit status 2), not a traceback."""
   try:
     yield
+  except ckpt.CheckpointError:  # already one (it is a ValueError too)
+    raise
   except (ValueError, FileNotFoundError) as e:
-    if isinstance(e, ckpt.CheckpointError):
-      raise
     raise ckpt.CheckpointError(f'--config.init_from={config.init_from}: {e}') from e
 
 

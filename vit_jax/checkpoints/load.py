@@ -81,11 +81,10 @@ def orbax_states(path: str) -> list[str]:
     path = os.path.join(path, 'checkpoints')
   steps = [d for d in os.listdir(path) if d.isdigit()] if os.path.isdir(path) else []
   if steps and not os.path.isdir(os.path.join(path, 'state')):
-    found = [os.path.join(path, s, 'state') for s in sorted(steps, key=int, reverse=True)]
-    found = [d for d in found if os.path.isdir(d)]
+    named = [os.path.join(path, s, 'state') for s in sorted(steps, key=int, reverse=True)]
   else:
-    found = [path if os.path.basename(path) == 'state' else os.path.join(path, 'state')]
-    found = [d for d in found if os.path.isdir(d)]
+    named = [path if os.path.basename(path) == 'state' else os.path.join(path, 'state')]
+  found = [d for d in named if os.path.isdir(d)]
   if not found:
     raise FileNotFoundError(
         f'{path!r} is not an orbax train-state checkpoint: expected WORKDIR, '
@@ -494,9 +493,7 @@ def _check_fits(model, flat: Mapping[str, Any], path: str, fmt: str, info: Mappi
   file edited or cut short in one array would otherwise fail inside model.apply)."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from vit_jax.models import resnet  # pylint: disable=g-import-not-at-top
-  stride = 1 if model.resnet_layers is None else resnet.stem_stride(model.resnet_layers)
-  side = (info['grid'] or (2, 2))[0] * model.patch_size * stride
+  side = (info['grid'] or (2, 2))[0] * model.pixels_per_token()
   images = jnp.zeros((1, side, side, info['channels']), jnp.float32)
   target = names.flatten(jax.eval_shape(
       lambda: model.init(jax.random.key(0), images)['params']))
