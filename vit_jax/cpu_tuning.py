@@ -28,6 +28,7 @@ changed, other backends get none, and a user who sets the flag in XLA_FLAGS keep
 cpu_name() names the CPU in every recorded timing (benchmark lines, experiment reports).
 """
 
+import functools
 import os
 import platform
 
@@ -41,9 +42,23 @@ def compiler_options(dtype='float32') -> dict:
   """jax.jit compiler_options for a step computing in `dtype` on the default backend."""
   if jax.default_backend() != 'cpu' or YNN_FUSION_FLAG in os.environ.get('XLA_FLAGS', ''):
     return {}
-  if jnp.dtype(dtype) == jnp.float32:
+  if jnp.dtype(dtype) == jnp.float32 and xla_has_option(YNN_FUSION_FLAG):
     return {YNN_FUSION_FLAG: ''}  # an empty list: no dot goes to YNNPACK
   return {}
+
+
+@functools.cache
+def xla_has_option(flag: str, value='') -> bool:
+  """Whether the installed XLA accepts this compile option with `value`. Older jaxlibs (0.6,
+  what pip resolves on Python 3.10) have no YNNPACK flag, and their dots are XLA's own
+  already: passing the flag there fails every compile with 'No such compile option'."""
+  try:
+    jax.jit(lambda x: x + 1, compiler_options={flag: value}).lower(jnp.float32(0)).compile()
+  except Exception as e:  # jaxlib's XlaRuntimeError; its module moved between releases
+    if 'No such compile option' in str(e):
+      return False
+    raise
+  return True
 
 
 def cpu_info(cpuinfo: str = '/proc/cpuinfo') -> dict:
