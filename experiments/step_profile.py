@@ -92,6 +92,16 @@ def by_kind(times: dict[str, float], shapes: dict[str, str]):
                 key=lambda r: -r[1])
 
 
+def _restore_tensorflow_traceme():
+  """jaxlib 0.6's profiler session sets TensorFlow's `trace.enabled`, a function, to a bool
+  (XLA's Python hooks), after which every tf.data call in this process fails with
+  "'bool' object is not callable". Puts the function back."""
+  trace = sys.modules.get('tensorflow.python.profiler.trace')
+  if trace is not None and not callable(trace.enabled):
+    from tensorflow.python.profiler.internal import _pywrap_traceme
+    trace.enabled = _pywrap_traceme.traceme_enabled
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--variant', default='Ti/16')
@@ -117,8 +127,15 @@ def main(argv=None):
     for _ in range(args.steps):
       run()
     jax.profiler.stop_trace()
+    _restore_tensorflow_traceme()
     times = op_times(trace_dir, args.steps)
-  rows = by_kind(times, output_shapes(hlo))
+  shapes = output_shapes(hlo)
+  if not set(times) & set(shapes):
+    print(f'step_profile: the trace names none of the step\'s XLA ops: this jaxlib '
+          f'({jax.lib.__version__}) records no per-op events on {jax.default_backend()} '
+          '(jaxlib 0.10 does on the CPU; Python 3.11+ gets it)', file=sys.stderr)
+    return 1
+  rows = by_kind(times, shapes)
   total = sum(ms for _, ms, _, _ in rows)
   print(f'| op kind ({args.variant} {args.mode}, {args.dtype}, batch {args.batch}) '
         '| ms per step | share | ops per step | output shapes taking most of its time (ms) |')

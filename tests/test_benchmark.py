@@ -262,9 +262,16 @@ def test_readme_quotes_the_committed_benchmark_tables():
 
 def test_step_profile_sums_a_traced_step_by_op_kind(capsys):
   from experiments import step_profile
-  assert step_profile.main(['--variant=mu/8', '--image-size=48', '--batch=4', '--steps=2',
-                            '--rows=100']) == 0
-  out = capsys.readouterr().out.splitlines()
+  code = step_profile.main(['--variant=mu/8', '--image-size=48', '--batch=4', '--steps=2',
+                            '--rows=100'])
+  out, err = capsys.readouterr()
+  tf_trace = sys.modules.get('tensorflow.python.profiler.trace')
+  assert tf_trace is None or callable(tf_trace.enabled)  # tf.data still works after
+  if jax.lib.__version__.startswith('0.6.'):  # what Python 3.10 gets: no per-op events
+    assert code == 1 and 'records no per-op events' in err and not out
+    return
+  assert code == 0
+  out = out.splitlines()
   assert out[0].startswith('| op kind (mu/8 train, float32, batch 4) | ms per step |')
   rows = [l.split(' | ') for l in out[2:] if l.startswith('| ')]
   ms = [float(r[1]) for r in rows]
