@@ -125,7 +125,9 @@ def test_remat_gives_the_same_loss_and_gradients():
                          (tiny(remat=True, scan=True), scan_params(params))]:
     g_ref = jax.grad(lambda p: loss(tiny(scan=remat_model.scan), p))(p)
     g = jax.grad(lambda p: loss(remat_model, p))(p)
-    jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-4, atol=2e-5), g, g_ref)
+    # Float32 round-off of recomputed activations: ~1e-6 of the largest gradient entry.
+    atol = 1e-6 * max(float(np.abs(v).max()) for v in jax.tree.leaves(g_ref))
+    jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-4, atol=atol), g, g_ref)
 
 
 @pytest.mark.parametrize('broadcast_max', [0, 1 << 20])
