@@ -10,9 +10,16 @@ operators, which only the extension defines. A ViT uses none of torchvision's op
 So when the extension is missing, `import_torch()` declares those two operator schemas
 (signatures only, no kernels) first. torchvision's pure-Python parts then import, and any
 real use of those operators still fails loudly.
+
+Where pip's torch is the CUDA build (Python 3.10 and 3.12 here, Colab), it brings Triton,
+and importing Triton after TensorFlow kills the process with a segmentation fault
+(tensorflow-cpu 2.21, triton 3.7.1; the other order works). The peers run on the CPU and
+need no Triton, so in a process that has imported TensorFlow, `import_torch()` makes
+`import triton` an ImportError first, which torch treats as Triton not installed.
 """
 
 import importlib.util
+import sys
 
 
 def _declare_missing_torchvision_ops(torch):
@@ -44,6 +51,8 @@ def import_torch():
   """`torch`, with torchvision made importable (see the module docstring).
 
   Raises ImportError naming the install command when PyTorch is absent."""
+  if 'tensorflow' in sys.modules and 'triton' not in sys.modules:
+    sys.modules['triton'] = None  # see the module docstring
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError as e:
