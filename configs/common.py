@@ -35,13 +35,13 @@ def get_config():
       resnet_width_factor=1.0,
       remat=False,
       scan=False,
-      dtype='float32',               # compute dtype: float32 | bfloat16
+      dtype='float32',               # compute dtype: float32 | bfloat16 | float16
       param_dtype='float32',
   ))
 
   # Dataset: filled from a preset of configs/datasets.py.
   c.dataset = ml_collections.ConfigDict(dict(
-      source='tfds',                 # tfds | folder | digits
+      source='tfds',                 # tfds | folder | digits (the keys below are per source)
       name='',                       # tfds name
       data_dir=config_dict.placeholder(str),  # tfds data_dir; None = tfds default
       download=False,                # tfds: download and prepare if missing
@@ -74,7 +74,9 @@ def get_config():
       nesterov=False,                # sgd
       b1=0.9,                        # adamw
       b2=0.999,                      # adamw
-      weight_decay=0.0,              # decoupled (AdamW); kernels only
+      # Kernels only. adamw: decoupled (scaled by the learning rate); sgd: L2, added to
+      # the gradient before momentum.
+      weight_decay=0.0,
       grad_clip_norm=1.0,            # global-norm clipping; 0 = off
   ))
   c.loss = 'softmax_xent'            # softmax_xent | sigmoid_xent
@@ -89,6 +91,7 @@ def get_config():
   # Position embeddings are resized to the new resolution, a head with another class count
   # is replaced; with model.variant='' the model is read off the checkpoint.
   c.init_from = ''
+  c.reset_head = False               # init_from: a new head even for the same class count
 
   # Logging, evaluation and checkpoints (all in steps; 0 = only at the end).
   c.log_every = 50
@@ -98,5 +101,5 @@ def get_config():
   c.eval_flip_average = False
   c.checkpoint_every = 1_000
   c.keep_checkpoints = 3             # the newest ones kept; 0 = keep every checkpoint
-  c.prefetch = 2
+  c.prefetch = 2                     # batches prepared ahead in a background thread
   return c

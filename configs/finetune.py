@@ -1,7 +1,9 @@
 r"""Fine-tuning recipe of the ViT paper (Dosovitskiy et al. 2021, Section 4.1 / Appendix B.1.1).
 
 SGD with momentum 0.9, global-norm gradient clipping at 1.0, batch 512, no weight decay,
-linear warmup (500 steps) then cosine decay to 0; the head is re-initialised to zero.
+linear warmup (500 steps) then cosine decay to 0; the pre-trained head is replaced by a
+zero-initialised one (reset_head, even when the class count matches), and evaluation
+resizes the whole image (eval_crop_ratio=1.0, no central crop).
 The argument picks the model and the dataset preset (configs/datasets.py):
 
   ./launch.sh configs/finetune.py:B/16,cifar10 --workdir=workdirs/b16_cifar10 \
@@ -35,6 +37,8 @@ def get_config(arg='B/16,cifar10'):
   c.optimizer.update(name='sgd', momentum=0.9, learning_rate=0.03, warmup_steps=500,
                      decay='cosine', weight_decay=0.0, grad_clip_norm=1.0)
   c.loss = 'softmax_xent'
+  c.reset_head = True
+  c.dataset.eval_crop_ratio = 1.0
   c.eval_every = 1_000
   c.checkpoint_every = 1_000
   return c

@@ -265,9 +265,22 @@ def test_head_with_a_different_class_count_is_replaced_by_zeros(tmp_path):
     np.testing.assert_array_equal(loaded['head/bias'], 0.0)
     np.testing.assert_array_equal(loaded['embedding/kernel'],
                                   names.flatten(params)['embedding/kernel'])
-  # Same class count: the checkpoint's head is kept.
+  # A model with head_bias_init: concrete params and shapes only give the same new head.
+  target = tiny(num_classes=7, head_bias_init=-5.0)
+  init = target.init(jax.random.key(0), images())['params']
+  for given in (init, jax.eval_shape(lambda: init)):
+    loaded = names.flatten(load.load_pretrained(str(path), given, log=quiet,
+                                                head_bias_init=-5.0))
+    np.testing.assert_array_equal(loaded['head/bias'], np.full(7, -5.0))
+    np.testing.assert_array_equal(loaded['head/kernel'], 0.0)
+  # Same class count: the checkpoint's head is kept, unless reset_head asks for a new one.
   same = names.flatten(load.load_pretrained(str(path), params, log=quiet))
   np.testing.assert_array_equal(same['head/kernel'], names.flatten(params)['head/kernel'])
+  fresh = tiny().init(jax.random.key(0), images())['params']
+  reset = names.flatten(load.load_pretrained(str(path), fresh, reset_head=True, log=quiet))
+  np.testing.assert_array_equal(reset['head/kernel'], 0.0)
+  np.testing.assert_array_equal(reset['embedding/kernel'],
+                                names.flatten(params)['embedding/kernel'])
 
 
 def test_strict_check_names_every_bad_parameter_in_one_error(tmp_path):

@@ -243,6 +243,13 @@ def test_flip_averaged_eval_is_mirror_invariant_and_logs_the_single_view_figures
                                        r'optimiser state in float16 under- and overflow'),
     (dict(keep_checkpoints=-1), r'keep_checkpoints=-1; expected >= 1 .*or 0 to keep every'),
     (dict(checkpoint_every=-5), r'checkpoint_every=-5; expected a number of steps >= 0'),
+    ({'optimizer.grad_clip_norm': -1.0}, r'grad_clip_norm=-1.0; expected a global norm > 0'),
+    ({'optimizer.name': 'sgd', 'optimizer.momentum': 0.0, 'optimizer.nesterov': True},
+     r'nesterov=True needs momentum > 0'),
+    (dict(prefetch=0), r'prefetch=0; expected >= 1'),
+    ({'dataset.source': 'digits'}, r"dataset.name='mnist' is only read with dataset.source="
+                                   r"'tfds', but source='digits'"),
+    ({'dataset.path': '/x'}, r"dataset.path='/x' is only read with dataset.source='folder'"),
 ])
 def test_invalid_configs_fail_before_anything_compiles(tmp_path, monkeypatch, change, message):
   c = tiny_mnist_config(grad_accum_steps=4, **change)
@@ -250,6 +257,23 @@ def test_invalid_configs_fail_before_anything_compiles(tmp_path, monkeypatch, ch
   with pytest.raises(ConfigError, match=message):
     train.train_and_evaluate(c, str(tmp_path / 'bad'))
   assert not (tmp_path / 'bad' / 'checkpoints').exists()
+
+
+def test_prefetch_reaches_both_input_iterators(tmp_path, monkeypatch):
+  seen = {}
+
+  def spy(name):
+    real = getattr(train.data, name)
+
+    def record(*args, **kwargs):
+      seen[name] = kwargs.get('prefetch')
+      return real(*args, **kwargs)
+    return record
+  for name in ('train_iterator', 'eval_iterator'):
+    monkeypatch.setattr(train.data, name, spy(name))
+  train.train_and_evaluate(tiny_mnist_config(total_steps=2, eval_every=0, checkpoint_every=0,
+                                             prefetch=5, **{'optimizer.warmup_steps': 1}), str(tmp_path / 'run'))
+  assert seen == {'train_iterator': 5, 'eval_iterator': 5}
 
 
 def test_unknown_key_in_a_config_file_is_reported():

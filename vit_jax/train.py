@@ -44,7 +44,7 @@ def evaluate(eval_step, params, config, mesh) -> dict:
   when the prediction is flip-averaged)."""
   totals = dict(correct=0.0, loss=0.0, count=0.0)  # also the result of an empty split
   for batch in data.eval_iterator(config.dataset, global_batch_size=config.batch_size,
-                                  mesh=mesh):
+                                  mesh=mesh, prefetch=config.prefetch):
     for k, v in jax.device_get(eval_step(params, batch)).items():
       totals[k] = totals.get(k, 0.0) + float(v)
   count = totals.pop('count')
@@ -180,12 +180,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
     init_rng = jax.random.fold_in(jax.random.key(config.seed), 2 ** 31 - 1)
     state = jax.jit(init_state, out_shardings=state_sharding)(init_rng)
     if config.init_from:  # fine-tuning: pre-trained weights, fresh optimiser state
-      # Concrete init params keep e.g. head_bias_init in a replaced head; an FSDP state
-      # spread over hosts is not fetchable, so there shapes stand in for it.
+      # A state spread over hosts is not fetchable, so there shapes stand in for it (and
+      # head_bias_init for a replaced head's initial bias).
       init = (jax.device_get(state['params']) if jax.process_count() == 1
               else abstract['params'])
       with init_from_errors(config):
-        params = load.load_pretrained(config.init_from, init, log=log)
+        params = load.load_pretrained(config.init_from, init, log=log,
+                                      head_bias_init=config.model.head_bias_init,
+                                      reset_head=config.reset_head)
       params = jax.device_put(params, state_sharding['params'])
       state = jax.jit(lambda p: dict(step=jnp.zeros((), jnp.int32), params=p,
                                      opt_state=tx.init(p)), out_shardings=state_sharding)(params)
@@ -196,7 +198,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   # ---- Input: a pure function of (seed, step), so resuming needs only the step. ----
   train_iter = data.train_iterator(config.dataset, global_batch_size=config.batch_size,
-                                   mesh=mesh, seed=config.seed, start_step=start_step)
+                                   mesh=mesh, seed=config.seed, start_step=start_step,
+                                   prefetch=config.prefetch)
 
   # ---- Update step: one jit, batch over 'data', state donated. ----
   step_fn = make_train_step(model, tx, schedule, config, info.num_classes, mesh)

@@ -34,6 +34,23 @@ def _unknown_keys(config, template, prefix=''):
   return out
 
 
+# The keys that choose which data a source reads. Set for another source they are ignored,
+# and the run trains on data the user did not name (e.g. dataset.name='mnist' on the
+# digits: both have 10 classes, so nothing else notices).
+_SOURCE_KEYS = {'tfds': ('name', 'data_dir', 'download'), 'folder': ('path',)}
+
+
+def _keys_of_another_source(d, defaults) -> list[str]:
+  errors = []
+  for source, keys in _SOURCE_KEYS.items():
+    for key in keys:
+      if d.source != source and d[key] != defaults[key]:
+        errors.append(f'dataset.{key}={d[key]!r} is only read with dataset.source={source!r}, '
+                      f'but source={d.source!r}: set --config.dataset.source={source}, or '
+                      f'--config.dataset.{key}={defaults[key]!r} to drop it.')
+  return errors
+
+
 def check_config(config) -> 'data.DatasetInfo':
   """Raises ConfigError listing every problem; returns the dataset's info when all is well."""
   errors = _unknown_keys(config, common.get_config())
@@ -90,6 +107,12 @@ def check_config(config) -> 'data.DatasetInfo':
     errors.append(f'optimizer.decay={o.decay!r}; expected one of {optim.DECAYS}.')
   if o.learning_rate <= 0:
     errors.append(f'optimizer.learning_rate={o.learning_rate}; expected > 0.')
+  if o.grad_clip_norm < 0:  # optax would scale every gradient to -|norm|: gradient ascent
+    errors.append(f'optimizer.grad_clip_norm={o.grad_clip_norm}; expected a global norm > 0, '
+                  'or 0 for no clipping.')
+  if o.name == 'sgd' and o.nesterov and not o.momentum:
+    errors.append('optimizer.nesterov=True needs momentum > 0 (with momentum=0 there is no '
+                  'Nesterov step): set --config.optimizer.momentum=0.9, or nesterov=False.')
   if config.total_steps <= 0:
     errors.append(f'total_steps={config.total_steps}; expected > 0.')
   elif not 0 <= o.warmup_steps < config.total_steps:
@@ -125,6 +148,9 @@ def check_config(config) -> 'data.DatasetInfo':
   if config.keep_checkpoints < 0:
     errors.append(f'keep_checkpoints={config.keep_checkpoints}; expected >= 1 (the newest '
                   'ones kept), or 0 to keep every checkpoint.')
+  if config.prefetch < 1:
+    errors.append(f'prefetch={config.prefetch}; expected >= 1 batches prepared ahead.')
+  errors += _keys_of_another_source(d, common.get_config().dataset)
   if config.init_from and not os.path.exists(config.init_from):
     errors.append(f'init_from={config.init_from!r} does not exist: give the path of a .npz '
                   '(vit_jax or big_vision) or of a WORKDIR/checkpoints/STEP directory.')

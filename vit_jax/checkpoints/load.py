@@ -356,16 +356,20 @@ def load_pretrained(path: str, init_params: Mapping[str, Any], *,
                     grid: Optional[tuple[int, int]] = None,
                     format: Optional[str] = None,  # pylint: disable=redefined-builtin
                     prefix: str = '',
+                    head_bias_init: float = 0.0,
+                    reset_head: bool = False,
                     log: Callable[[str], None] = _stderr) -> dict[str, Any]:
   """Checkpoint at `path` -> params for the model whose fresh params are `init_params`.
 
   init_params: the target's `model.init(...)['params']`, or its `jax.eval_shape` (shapes
-    only: a replaced head is then all zeros, which is what a zero-initialised head with
-    head_bias_init=0 is).
+    only: a replaced head is then what the model initialises it to, a zero kernel and a
+    bias of `head_bias_init`, which must then be the model's).
   keep_pre_logits: True keeps the checkpoint's `pre_logits` layer (the model must have
     one: representation_size set to its width); False drops it (a model with
     representation_size then keeps its own init, which needs concrete init_params);
     None (default, the reference's rule) keeps it exactly when the model has one.
+  reset_head: True gives the model a new head even when the checkpoint's has its shape (the
+    paper's fine-tuning); False keeps a head of the same class count.
   grid: the target's (h, w) patch grid when it is not square.
   format: one of FORMATS; None reads it from the path and keys. prefix: the key prefix
     of the ViT inside the file when it is not found by itself (e.g. 'params/img/').
@@ -399,7 +403,7 @@ def load_pretrained(path: str, init_params: Mapping[str, Any], *,
     if pop(names.HEAD):
       log('load_pretrained: the model has no head (num_classes=None); dropped the '
           "checkpoint's")
-  elif (head_kernel not in ckpt or dropped_pre_logits
+  elif (reset_head or head_kernel not in ckpt or dropped_pre_logits
         or any(_shape(ckpt, k) != _shape(target, k) for k in (head_kernel, 'head/bias'))):
     old = pop(names.HEAD).get(head_kernel)
     fresh |= {k for k in target if k.startswith(names.HEAD + '/')}
@@ -418,6 +422,8 @@ def load_pretrained(path: str, init_params: Mapping[str, Any], *,
   for k in sorted(fresh):
     if _concrete(target[k]):
       ckpt[k] = np.asarray(target[k])
+    elif k == f'{names.HEAD}/bias':
+      ckpt[k] = np.full(target[k].shape, head_bias_init, target[k].dtype)
     elif k.startswith(names.HEAD + '/'):
       ckpt[k] = np.zeros(target[k].shape, target[k].dtype)
     else:
