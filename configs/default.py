@@ -5,7 +5,7 @@ r"""The embedded default: a small ViT on the scikit-learn digits, from scratch.
 Needs no files: the 1,797 8x8 digits ship inside scikit-learn (1,437 train / 360 test, a
 fixed stratified split). Upsampled to 16x16 and cut into 4x4 patches (16 tokens), with
 random resized crops (scale 0.5-1) and decoupled weight decay, a 4-block width-64 ViT
-reaches 97.2% test accuracy (seed 1: 98.1%) in 69 s of training (78 s wall) on a 2-core
+reaches 97.2% test accuracy (seed 1: 98.1%) in 69-82 s of training on a 2-core
 AMD EPYC (family 26 model 2), measured with `./launch.sh` on 2026-12-03. Deterministic: the
 figure repeats on one machine and software (97.8% on a Zen 4 with the code of 2026-11-21).
 """

@@ -1,18 +1,19 @@
 """XLA options that make ViT steps faster on the CPU backend, chosen by measurement.
 
 XLA:CPU hands dots to YNNPACK by default. For float32 its own (Eigen) dot kernels are
-faster on the AVX-512 machine this repo is developed on: a 6304x768 @ 768x768 matmul (the
-B/16 attention projections) runs at ~211 GFLOP/s instead of ~190, and batch-32 steps get
-faster: Ti/16 inference +15% and train step +5%, B/16 +16% and +6% (the cpu_xla_options
-table of experiments/results/benchmarks, from `python -m vit_jax.benchmark
---xla-options=default,tuned`). On a Zen 3 without AVX-512 the choice holds too: Ti/16
-inference +7%, train step +7% (same command, batch 32, 5 repeats, 2026-11-30).
-On a Xeon with AMX (family 6 model 167) the choice splits: inference +5% (Ti/16) and +9%
-(B/16), train steps -9% and -5% (xeon_amx's cpu_xla_options table, 2026-12-02, with the 2-D
-float32 Dense and launch.sh's block cache; Ti/16 train 1.38 s under YNNPACK against 1.47-1.50
-in separate processes). With attention in vit_jax/native/cpu_attention.cc (no longer XLA
-dots) the split went away there: Ti/16 +14% and +11%, B/16 +3% and +8% (inference, train;
-the same table rerun later on 2026-12-02), so it stays one choice.
+faster on the Zen 4 (family 25 model 17, AVX-512) this repo was first measured on: a
+6304x768 @ 768x768 matmul (the B/16 attention projections) runs at ~211 GFLOP/s instead
+of ~190, and batch-32 steps get faster: Ti/16 inference +15% and train step +5%, B/16 +16%
+and +6% (the cpu_xla_options table of experiments/results/benchmarks, from `python -m
+vit_jax.benchmark --xla-options=default,tuned`). On a Zen 3 without AVX-512 the choice
+holds too: Ti/16 inference +7%, train step +7% (same command, batch 32, 5 repeats,
+2026-11-30). On a Xeon with AMX (family 6 model 167) the choice first split: inference +5%
+(Ti/16) and +9% (B/16), train steps -9% and -5% (xeon_amx's cpu_xla_options table,
+2026-12-02, with the 2-D float32 Dense and launch.sh's block cache; Ti/16 train 1.38 s
+under YNNPACK against 1.47-1.50 in separate processes; the rerun below replaced those
+lines). With attention in vit_jax/native/cpu_attention.cc (no longer XLA dots) the split
+went away there: Ti/16 +14% and +11%, B/16 +3% and +8% (inference, train; the same table
+rerun later on 2026-12-02), so it stays one choice.
 For bfloat16 YNNPACK is the one that uses the CPU's bf16 dot-product instructions (334
 GFLOP/s against Eigen's ~190 with float32 accumulation), so bfloat16 keeps the default.
 None of the flag's other fusion types speeds up a float32 step (Ti/16 train step,
