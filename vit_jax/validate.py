@@ -53,7 +53,8 @@ def _keys_of_another_source(d, defaults) -> list[str]:
 
 def check_config(config) -> 'data.DatasetInfo':
   """Raises ConfigError listing every problem; returns the dataset's info when all is well."""
-  errors = _unknown_keys(config, common.get_config())
+  template = common.get_config()
+  errors = _unknown_keys(config, template)
   m, d, o = config.model, config.dataset, config.optimizer
   patch, layers = None, None
   try:
@@ -150,7 +151,7 @@ def check_config(config) -> 'data.DatasetInfo':
                   'ones kept), or 0 to keep every checkpoint.')
   if config.prefetch < 1:
     errors.append(f'prefetch={config.prefetch}; expected >= 1 batches prepared ahead.')
-  errors += _keys_of_another_source(d, common.get_config().dataset)
+  errors += _keys_of_another_source(d, template.dataset)
   if config.init_from and not os.path.exists(config.init_from):
     errors.append(f'init_from={config.init_from!r} does not exist: give the path of a .npz '
                   '(vit_jax or big_vision) or of a WORKDIR/checkpoints/STEP directory.')
